@@ -54,7 +54,7 @@ import hmac
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -180,6 +180,70 @@ def invitation_supersedes(new: SurveyInvitation, old: SurveyInvitation | None) -
     if old is None:
         return True
     return (new.sent_at, new.invited) > (old.sent_at, old.invited)
+
+
+def apply_response(
+    table: MutableMapping[str, bytes], views: PulseViews, event: SurveyResponse, secret: bytes
+) -> bool:
+    """Fold one validated response into the responses table and the views.
+
+    The table (a Faust table of raw bytes in the worker, a dict in tests) keeps the latest
+    response per :func:`response_key`; the views follow it with ``replace(old, new)``.
+    Returns whether anything changed (False for a duplicate or an older response), so
+    redelivery and reordering are no-ops.  After a restart, rebuild the views by
+    ``replace(None, StoredResponse.from_bytes(value))`` over the recovered table.
+    """
+    key = response_key(event.survey_id, event.respondent, secret)
+    new = StoredResponse.from_event(event)
+    raw = table.get(key)
+    old = None if raw is None else StoredResponse.from_bytes(raw)
+    if not new.supersedes(old):
+        return False
+    table[key] = new.to_bytes()
+    views.replace(old, new)
+    return True
+
+
+def apply_invitation(
+    table: MutableMapping[str, bytes], views: PulseViews, invitation: SurveyInvitation
+) -> bool:
+    """Fold one invitation into the invitations table and the views, like :func:`apply_response`."""
+    key = invitation_key(invitation)
+    raw = table.get(key)
+    old = None if raw is None else invitation_from_bytes(raw)
+    if not invitation_supersedes(invitation, old):
+        return False
+    table[key] = invitation_to_bytes(invitation)
+    views.set_invitation(old, invitation)
+    return True
+
+
+def invitation_to_bytes(invitation: SurveyInvitation) -> bytes:
+    """Compact JSON with sorted keys, like :meth:`StoredResponse.to_bytes`."""
+    doc = {
+        "survey_id": invitation.survey_id,
+        "team": invitation.team,
+        "department": invitation.department,
+        "invited": invitation.invited,
+        "sent_at": invitation.sent_at,
+    }
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def invitation_from_bytes(data: bytes) -> SurveyInvitation:
+    """Inverse of :func:`invitation_to_bytes`; raise ``ValueError`` on anything else."""
+    try:
+        doc = json.loads(data)
+        department = doc["department"]
+        return SurveyInvitation(
+            survey_id=str(doc["survey_id"]),
+            team=str(doc["team"]),
+            department=None if department is None else str(department),
+            invited=int(doc["invited"]),
+            sent_at=int(doc["sent_at"]),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a stored survey invitation: {exc}") from None
 
 
 # ----------------------------------------------------------------------------------- eNPS

@@ -288,7 +288,7 @@ kafka_up() {
   nohup ${detach[@]+"${detach[@]}"} bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PID" \
     "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     "-Dlog4j.configuration=file:$KAFKA_LOG4J" -cp "$cp" kafka.Kafka "$KAFKA_CONF" \
-    </dev/null >>"$KAFKA_OUT" 2>&1 &
+    </dev/null >>"$KAFKA_OUT" 2>&1 9>&- &
   local deadline=$((SECONDS + 5))
   until [[ -s "$KAFKA_PID" ]] || ((SECONDS > deadline)); do sleep 0.1; done
   pid="$(tr -dc '0-9' <"$KAFKA_PID" 2>/dev/null || true)"
@@ -380,7 +380,7 @@ redis_up() {
   port_open "$REDIS_PORT" && die "port $REDIS_PORT is already in use by another process; choose another with SALESOPS_LOCAL_REDIS_PORT"
   mkdir -p "$REDIS_DIR"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes --dir "$REDIS_DIR" \
-    --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --save "" --appendonly no ||
+    --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --save "" --appendonly no 9>&- ||
     die "redis-server failed to start (see $REDIS_LOG)"
   local deadline=$((SECONDS + 15))
   until redis_ping; do
@@ -475,7 +475,8 @@ main() {
   case "$cmd" in
   up | down)
     mkdir -p "$LOCAL"
-    # one up/down at a time (a test fixture and a person may both call `up`)
+    # one up/down at a time (a test fixture and a person may both call `up`); the daemons
+    # are started with fd 9 closed so they do not hold the lock after we exit
     if command -v flock >/dev/null; then
       exec 9>"$LOCAL/stack.lock"
       flock -w 150 9 || die "another '$0' is still running (lock $LOCAL/stack.lock)"

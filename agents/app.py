@@ -1,0 +1,558 @@
+"""The Faust app: topics, tables, agents, timers and web views. Thin glue.
+
+Flow per partition (DESIGN.md): decode -> validate -> core (``streams``) -> table ->
+incremental views.  A timer publishes each owned partition's *partial* view to the
+internal partials topic; every worker reads all partials and merges the latest one per
+partition, so ``/api`` answers global numbers whichever worker is asked.  The worker
+owning partition 0 of the deal topic (the *publisher*) writes the merged views to the
+aggregate topics, Redis and the ratio gauges.  After a rebalance or a restart the views
+are rebuilt from the recovered tables, never from counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import faust
+from aiokafka import AIOKafkaConsumer
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from agents.outputs import Publisher
+from agents.records import DealRecord, FramedRecord
+from agents.settings import Settings
+from schemas.codec import Codec, DecodeError
+from sinks.metrics import SalesopsMetrics
+from streams import deals as deal_core
+from streams import pulse
+from streams import stalled
+from streams.clock import Watermark
+from streams.periods import PeriodError, current_month, parse_period
+from streams.pipeline_views import PipelineViews, aging, funnel, merge_partials, movement, pipeline_rows
+from streams.pipelines import DEFAULT_PIPELINES_FILE, DEFAULT_RATES_FILE, load_pipelines, load_rates
+from streams.validation import Limits, Rejection, validate_deal, validate_invitation, validate_response
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PartitionState:
+    """What a worker keeps for one deal-topic partition it actively owns."""
+
+    views: PipelineViews
+    index: stalled.StallIndex
+    watermark: Watermark
+    dirty: bool = True
+
+
+@dataclass
+class SurveyPartition:
+    views: pulse.PulseViews
+    dirty: bool = True
+
+
+@dataclass
+class PartialBook:
+    """Latest partial per ``<view>:<partition>`` as read from the partials topic."""
+
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def put(self, key: str, partial: dict[str, Any]) -> None:
+        self.latest[key] = partial
+
+    def parts(self, view: str) -> list[dict[str, Any]]:
+        prefix = view + ":"
+        return [v for k, v in sorted(self.latest.items()) if k.startswith(prefix)]
+
+
+class SalesopsWorker:
+    """Builds the Faust app for one set of settings (tests build several in one process)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        s = settings
+        self.config = load_pipelines(s.pipelines_file or DEFAULT_PIPELINES_FILE)
+        self.rates = load_rates(s.rates_file or DEFAULT_RATES_FILE)
+        self.tz = ZoneInfo(s.timezone)
+        self.metrics = SalesopsMetrics()
+        self.deal_codec = Codec.for_record("DealEvent")
+        self.response_codec = Codec.for_record("SurveyResponse")
+        self.invitation_codec = Codec.for_record("SurveyInvitation")
+        self.dead_letter_codec = Codec.for_record("DeadLetter")
+        self.alert_codec = Codec.for_record("Alert")
+        self.partitions: dict[int, PartitionState] = {}
+        self.survey_partitions: dict[int, SurveyPartition] = {}
+        self.book = PartialBook()
+        self.secret = s.respondent_secret.value.encode()
+        host = "127.0.0.1" if s.web_host in ("0.0.0.0", "") else s.web_host
+        self.app = faust.App(
+            s.app_id,
+            broker=[f"kafka://{b}" for b in s.bootstrap_list],
+            store=s.store,
+            datadir=str(Path(s.data_dir) / s.app_id),
+            web_host=s.web_host,
+            web_port=s.web_port,
+            canonical_url=f"http://{host}:{s.web_port}",
+            topic_partitions=s.topic_partitions,
+            topic_replication_factor=s.topic_replication,
+            topic_allow_declare=True,
+            key_serializer="raw",
+            value_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+            stream_wait_empty=False,
+            web_in_thread=False,
+            producer_linger_ms=5,
+            broker_commit_every=1000,
+            broker_commit_interval=1.0,
+        )
+        self.publisher = Publisher(self)
+        self._define()
+
+    # ------------------------------------------------------------------ topology
+    def _define(self) -> None:
+        app, s = self.app, self.settings
+        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.deal_input = app.topic(s.deal_events_topic, s.topic("stall-checks"), **raw)
+        self.stall_checks = app.topic(s.topic("stall-checks"), partitions=s.topic_partitions, **raw)
+        self.survey_input = app.topic(s.responses_topic, s.invitations_topic, **raw)
+        self.dead_letter = app.topic(s.dead_letter_topic, **raw)
+        self.alerts = app.topic(s.alerts_topic, **raw)
+        self.partials_topic = app.topic(s.topic("partials"), **raw)
+        table_opts = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        self.deals = app.Table("deals", default=None, partitions=s.topic_partitions, **table_opts)
+        self.responses = app.Table("responses", default=None, partitions=s.topic_partitions, **table_opts)
+        self.invitations = app.Table("invitations", default=None, partitions=s.topic_partitions, **table_opts)
+        self.deals.on_recover(self._rebuild_deal_views)
+        self.responses.on_recover(self._rebuild_survey_views)
+
+        @app.agent(self.deal_input, name="deal-events")
+        async def deal_agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                msg = event.message
+                if msg.topic == s.deal_events_topic:
+                    await self.on_deal_message(msg)
+                else:
+                    await self.on_stall_check(msg)
+
+        @app.agent(self.survey_input, name="survey-events")
+        async def survey_agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                msg = event.message
+                if msg.topic == s.responses_topic:
+                    await self.on_response_message(msg)
+                else:
+                    await self.on_invitation_message(msg)
+
+        app.timer(s.flush_interval_s, name="publish-views")(self.publish_views)
+        app.timer(s.stall_check_interval_s, name="stall-checks")(self.emit_due_checks)
+        app.task(self.read_partials, name="read-partials")
+        self._define_web()
+
+    # ------------------------------------------------------------------ helpers
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    def clock_ms(self, partition: int | None = None) -> int:
+        """Stall/aging clock: wall, or (replay) the partition's event-time watermark."""
+        if self.settings.clock == "wall":
+            return self.now_ms()
+        if partition is not None and partition in self.partitions:
+            return self.partitions[partition].watermark.now_ms() or 0
+        marks = [p.watermark.now_ms() or 0 for p in self.partitions.values()]
+        return max(marks, default=0)
+
+    def _limits(self) -> Limits:
+        return Limits(now_ms=self.now_ms(), max_future_ms=self.settings.max_future_s * 1000)
+
+    async def send_dead_letter(self, msg: Any, reason: str, detail: str) -> None:
+        record = {
+            "reason": reason,
+            "detail": detail,
+            "source_topic": msg.topic,
+            "source_partition": msg.partition,
+            "source_offset": msg.offset,
+            "original_key": msg.key,
+            "original_value": msg.value,
+            "failed_at": self.now_ms(),
+        }
+        await self.dead_letter.send(key=msg.key, value=self.dead_letter_codec.encode(record))
+        self.metrics.dead_letters.labels(reason).inc()
+        self.metrics.events.labels(msg.topic, "dead_letter").inc()
+        log.info("dead_letter topic=%s partition=%s offset=%s reason=%s", msg.topic, msg.partition, msg.offset, reason)
+
+    def _decode(self, codec: Codec, msg: Any) -> dict[str, Any] | Rejection:
+        if msg.value is None:
+            return Rejection("undecodable", "empty value (tombstone) on an input topic")
+        try:
+            return codec.decode(msg.value)
+        except DecodeError as exc:
+            return Rejection("undecodable", str(exc))
+
+    # ------------------------------------------------------------------ deals
+    def _partition(self, p: int) -> PartitionState:
+        state = self.partitions.get(p)
+        if state is None:
+            state = PartitionState(
+                PipelineViews(self.config, self.rates, self.tz),
+                stalled.StallIndex(self.config),
+                Watermark(self.settings.allowed_lateness_s * 1000),
+            )
+            self.partitions[p] = state
+        return state
+
+    async def on_deal_message(self, msg: Any) -> None:
+        started = time.perf_counter()
+        decoded = self._decode(self.deal_codec, msg)
+        result = decoded if isinstance(decoded, Rejection) else validate_deal(
+            decoded, self.config, self.rates, self._limits()
+        )
+        if isinstance(result, Rejection):
+            await self.send_dead_letter(msg, result.reason, result.detail)
+            return
+        part = self._partition(msg.partition)
+        if part.watermark.observe(result.occurred_at):
+            self.metrics.late_events.labels(msg.topic).inc()
+        key = result.deal_id.encode()
+        stored = self.deals.get(key)
+        old = DealRecord.from_bytes(stored) if stored else None
+        new_deal = deal_core.apply(old.deal if old else None, result, self.config)
+        if new_deal is not None:
+            old_alert = stalled.AlertState.from_dict(old.alert) if old and old.alert else None
+            alert, transitions = stalled.on_deal_change(
+                old.deal if old else None, new_deal, old_alert, self.clock_ms(msg.partition), self.config
+            )
+            self.deals[key] = DealRecord(msg.partition, new_deal, alert.to_dict() if alert else None).to_bytes()
+            part.views.replace(old.deal if old else None, new_deal)
+            part.index.track(new_deal, alert)
+            part.dirty = True
+            for t in transitions:
+                await self.emit_alert(t.to_record())
+        self.metrics.events.labels(msg.topic, "ok").inc()
+        self.metrics.processing.labels(msg.topic).observe(time.perf_counter() - started)
+        if msg.timestamp:
+            self.metrics.event_lag.observe(max(0.0, time.time() - msg.timestamp))
+
+    async def on_stall_check(self, msg: Any) -> None:
+        check = stalled.DueCheck(**json.loads(msg.value))
+        stored = self.deals.get(check.deal_id.encode())
+        if not stored:
+            return
+        rec = DealRecord.from_bytes(stored)
+        old_alert = stalled.AlertState.from_dict(rec.alert) if rec.alert else None
+        alert, transitions = stalled.on_check(rec.deal, old_alert, check, self.clock_ms(msg.partition), self.config)
+        if transitions:
+            self.deals[check.deal_id.encode()] = DealRecord(
+                rec.partition, rec.deal, alert.to_dict() if alert else None
+            ).to_bytes()
+            part = self._partition(rec.partition)
+            part.index.track(rec.deal, alert)
+            part.dirty = True
+            for t in transitions:
+                await self.emit_alert(t.to_record())
+
+    async def emit_alert(self, record: dict[str, Any]) -> None:
+        await self.alerts.send(key=record["alert_id"].encode(), value=self.alert_codec.encode(record))
+        self.metrics.alerts.labels(record["kind"], record["status"]).inc()
+        log.info("alert id=%s status=%s", record["alert_id"], record["status"])
+
+    async def emit_due_checks(self) -> None:
+        for p, part in list(self.partitions.items()):
+            for check in part.index.pop_due(self.clock_ms(p)):
+                body = json.dumps(
+                    {"deal_id": check.deal_id, "stage": check.stage, "entered_at": check.entered_at,
+                     "due_at": check.due_at}
+                ).encode()
+                await self.stall_checks.send(key=check.deal_id.encode(), value=body, partition=p)
+
+    def _active(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+
+    async def _rebuild_deal_views(self) -> None:
+        actives = self._active(self.settings.deal_events_topic)
+        self.partitions = {}
+        for p in actives:
+            self._partition(p)
+        for _key, value in list(self.deals.items()):
+            if not value:
+                continue
+            rec = DealRecord.from_bytes(value)
+            part = self.partitions.get(rec.partition)
+            if part is None:
+                continue
+            part.views.replace(None, rec.deal)
+            part.index.track(rec.deal, stalled.AlertState.from_dict(rec.alert) if rec.alert else None)
+            last = rec.deal.observations[-1].occurred_at if rec.deal.observations else 0
+            part.watermark.observe(last)
+        log.info("deal views rebuilt partitions=%s deals=%s", sorted(actives),
+                 sum(len(p.index) for p in self.partitions.values()))
+
+    # ------------------------------------------------------------------ surveys
+    def _survey_partition(self, p: int) -> SurveyPartition:
+        part = self.survey_partitions.get(p)
+        if part is None:
+            part = SurveyPartition(pulse.PulseViews(self.tz))
+            self.survey_partitions[p] = part
+        return part
+
+    async def on_response_message(self, msg: Any) -> None:
+        decoded = self._decode(self.response_codec, msg)
+        result = decoded if isinstance(decoded, Rejection) else validate_response(decoded, self._limits())
+        if isinstance(result, Rejection):
+            await self.send_dead_letter(msg, result.reason, result.detail)
+            return
+        key = pulse.response_key(result.survey_id, result.respondent, self.secret).encode()
+        new = pulse.StoredResponse.from_event(result)
+        stored = self.responses.get(key)
+        old = pulse.StoredResponse.from_bytes(FramedRecord.from_bytes(stored).body) if stored else None
+        if old is None or pulse.supersedes(new, old):
+            self.responses[key] = FramedRecord(msg.partition, new.to_bytes()).to_bytes()
+            part = self._survey_partition(msg.partition)
+            part.views.replace(old, new)
+            part.dirty = True
+        self.metrics.events.labels(msg.topic, "ok").inc()
+
+    async def on_invitation_message(self, msg: Any) -> None:
+        decoded = self._decode(self.invitation_codec, msg)
+        result = decoded if isinstance(decoded, Rejection) else validate_invitation(decoded, self._limits())
+        if isinstance(result, Rejection):
+            await self.send_dead_letter(msg, result.reason, result.detail)
+            return
+        key = f"{result.survey_id}|{result.team}|{result.department or ''}".encode()
+        stored = self.invitations.get(key)
+        old = _invitation_from_bytes(FramedRecord.from_bytes(stored).body) if stored else None
+        if old is None or (result.sent_at, result.invited) >= (old.sent_at, old.invited):
+            self.invitations[key] = FramedRecord(msg.partition, _invitation_to_bytes(result)).to_bytes()
+            part = self._survey_partition(msg.partition)
+            part.views.set_invitation(old, result)
+            part.dirty = True
+        self.metrics.events.labels(msg.topic, "ok").inc()
+
+    async def _rebuild_survey_views(self) -> None:
+        actives = self._active(self.settings.responses_topic)
+        self.survey_partitions = {}
+        for p in actives:
+            self._survey_partition(p)
+        for _key, value in list(self.responses.items()):
+            if value:
+                rec = FramedRecord.from_bytes(value)
+                if rec.partition in self.survey_partitions:
+                    self.survey_partitions[rec.partition].views.replace(
+                        None, pulse.StoredResponse.from_bytes(rec.body)
+                    )
+        for _key, value in list(self.invitations.items()):
+            if value:
+                rec = FramedRecord.from_bytes(value)
+                if rec.partition in self.survey_partitions:
+                    self.survey_partitions[rec.partition].views.set_invitation(None, _invitation_from_bytes(rec.body))
+
+    # ------------------------------------------------------------------ publication
+    def deal_partial(self, p: int, part: PartitionState) -> dict[str, Any]:
+        return {
+            "views": part.views.partial(),
+            "stalled": part.index.stalled_snapshot(self.clock_ms(p)),
+            "watermark": part.watermark.now_ms() or 0,
+        }
+
+    async def publish_views(self) -> None:
+        """Publish changed partials; the publisher also writes global outputs."""
+        for p, part in list(self.partitions.items()):
+            if part.dirty:
+                part.dirty = False
+                partial = self.deal_partial(p, part)
+                self.book.put(f"deals:{p}", partial)
+                await self.partials_topic.send(key=f"deals:{p}".encode(), value=json.dumps(partial).encode())
+        for p, spart in list(self.survey_partitions.items()):
+            if spart.dirty:
+                spart.dirty = False
+                partial = spart.views.partial()
+                self.book.put(f"pulse:{p}", partial)
+                await self.partials_topic.send(key=f"pulse:{p}".encode(), value=json.dumps(partial).encode())
+        self.publisher.update_worker_gauges()
+        if 0 in self.partitions:
+            await self.publisher.publish_global()
+
+    async def read_partials(self) -> None:
+        """Follow the partials topic from the beginning, without a consumer group."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_list, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            topic = self.settings.topic("partials")
+            parts: set[int] | None = None
+            while parts is None:
+                parts = consumer.partitions_for_topic(topic)
+                if parts is None:
+                    await consumer.force_metadata_update()
+                    await asyncio.sleep(0.5)
+            from aiokafka import TopicPartition
+
+            consumer.assign([TopicPartition(topic, p) for p in parts])
+            await consumer.seek_to_beginning()
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for r in records:
+                        if r.key is not None and r.value is not None:
+                            self.book.put(r.key.decode(), json.loads(r.value))
+        finally:
+            await consumer.stop()
+
+    # ------------------------------------------------------------------ queries
+    def merged_deals(self) -> dict[str, Any]:
+        return merge_deal_partials(self.book.parts("deals"))
+
+    def merged_pulse(self) -> dict[str, Any]:
+        return pulse.merge_partials(self.book.parts("pulse"))
+
+    def global_now_ms(self) -> int:
+        if self.settings.clock == "wall":
+            return self.now_ms()
+        return max((p.get("watermark", 0) for p in self.book.parts("deals")), default=0)
+
+    def _define_web(self) -> None:
+        app, worker = self.app, self
+
+        def _json(view: View, payload: Any, status: int = 200) -> Response:
+            return view.json(payload, status=status)
+
+        @app.page("/metrics")
+        async def metrics_page(view: View, request: Request) -> Response:
+            return view.bytes(generate_latest(worker.metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+        @app.page("/api/pipeline")
+        async def pipeline_page(view: View, request: Request) -> Response:
+            merged = worker.merged_deals()
+            return _json(view, {"as_of": worker.global_now_ms(), "currency": worker.rates.reporting_currency,
+                                **pipeline_rows(merged["views"])})
+
+        @app.page("/api/funnel")
+        async def funnel_page(view: View, request: Request) -> Response:
+            now = worker.global_now_ms()
+            label = request.query.get("period", f"last-{worker.settings.trailing_windows_days[0]}d")
+            try:
+                period = parse_period(label, now, worker.tz)
+            except PeriodError as exc:
+                return _json(view, {"error": str(exc)}, status=400)
+            merged = worker.merged_deals()
+            return _json(view, {"as_of": now, "period": period.label,
+                                "pipelines": funnel(merged["views"], worker.config, period, now)})
+
+        @app.page("/api/aging")
+        async def aging_page(view: View, request: Request) -> Response:
+            now = worker.global_now_ms()
+            return _json(view, {"as_of": now, "stages": aging(worker.merged_deals()["views"], now)})
+
+        @app.page("/api/movement")
+        async def movement_page(view: View, request: Request) -> Response:
+            now = worker.global_now_ms()
+            label = request.query.get("period") or current_month(now, worker.tz).label
+            try:
+                period = parse_period(label, now, worker.tz)
+                if label.startswith("last-"):
+                    raise PeriodError("movement needs a month (YYYY-MM) or quarter (YYYY-Qn)")
+            except PeriodError as exc:
+                return _json(view, {"error": str(exc)}, status=400)
+            return _json(view, {"as_of": now, "period": period.label,
+                                "pipelines": movement(worker.merged_deals()["views"], period)})
+
+        @app.page("/api/alerts")
+        async def alerts_page(view: View, request: Request) -> Response:
+            status = request.query.get("status")
+            alerts = [a for a in worker.merged_deals()["stalled"] if status is None or a["status"] == status]
+            return _json(view, {"alerts": alerts})
+
+        @app.page("/api/deals/{deal_id}")
+        @app.table_route(table=self.deals, match_info="deal_id")
+        async def deal_page(view: View, request: Request, deal_id: str) -> Response:
+            stored = worker.deals.get(deal_id.encode())
+            if not stored:
+                return _json(view, {"error": f"deal {deal_id!r} not found"}, status=404)
+            return _json(view, deal_json(DealRecord.from_bytes(stored)))
+
+        @app.page("/api/enps")
+        async def enps_page(view: View, request: Request) -> Response:
+            window = request.query.get("window", "30d")
+            if not window.endswith("d") or not window[:-1].isdigit():
+                return _json(view, {"error": "window must look like 30d"}, status=400)
+            rows = pulse.enps_view(worker.merged_pulse(), int(window[:-1]), worker.now_ms(),
+                                   worker.settings.anonymity_threshold)
+            group = request.query.get("group")
+            if group:
+                rows = [r for r in rows if r["group"] == group]
+            return _json(view, {"window": window, "threshold": worker.settings.anonymity_threshold, "groups": rows})
+
+        @app.page("/api/pulse")
+        async def pulse_page(view: View, request: Request) -> Response:
+            survey = request.query.get("survey")
+            if not survey:
+                return _json(view, {"error": "survey is required"}, status=400)
+            merged = worker.merged_pulse()
+            k = worker.settings.anonymity_threshold
+            return _json(view, {"survey": survey, "threshold": k, "enps": pulse.enps_survey_view(merged, survey, k),
+                                "questions": pulse.pulse_view(merged, survey, k)})
+
+
+def merge_deal_partials(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "views": merge_partials([p["views"] for p in parts]),
+        "stalled": sorted((a for p in parts for a in p.get("stalled", [])), key=lambda a: a["alert_id"]),
+        "watermark": max((p.get("watermark", 0) for p in parts), default=0),
+    }
+
+
+def deal_json(rec: DealRecord) -> dict[str, Any]:
+    d = rec.deal
+    return {
+        "deal_id": d.deal_id,
+        "pipeline": d.pipeline,
+        "stage": d.stage,
+        "status": d.status,
+        "amount": str(d.amount),
+        "currency": d.currency,
+        "owner_id": d.owner_id,
+        "team": d.team,
+        "region": d.region,
+        "probability": d.probability,
+        "created_at": d.created_at,
+        "closed_at": d.closed_at,
+        "history": [
+            {"stage": v.stage, "entered_at": v.entered_at, "exited_at": v.exited_at} for v in d.history()
+        ],
+        "alert": rec.alert,
+    }
+
+
+def _invitation_to_bytes(inv: Any) -> bytes:
+    return json.dumps(
+        [inv.survey_id, inv.team, inv.department, inv.invited, inv.sent_at], separators=(",", ":")
+    ).encode()
+
+
+def _invitation_from_bytes(data: bytes) -> Any:
+    from streams.events import SurveyInvitation
+
+    survey_id, team, department, invited, sent_at = json.loads(data)
+    return SurveyInvitation(survey_id, team, department, invited, sent_at)
+
+
+def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] | None = None) -> int:
+    """``salesops worker``: create topics, then run until SIGTERM/SIGINT (graceful)."""
+    from agents.topics import ensure_topics
+
+    ensure_topics(settings)
+    worker = SalesopsWorker(settings)
+    worker.metrics.prime([settings.deal_events_topic, settings.responses_topic, settings.invitations_topic])
+    if on_started:
+        on_started(worker)
+    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level, redirect_stdouts=False)
+    faust_worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,48 @@
+"""Table record framing: the domain state plus the bookkeeping the worker needs.
+
+A deals-table value is ``{"p": partition, "a": alert state}`` as one JSON line, a
+newline, then the deal's own bytes (``Deal.to_bytes``).  The partition is kept because a
+table holds standby copies of other workers' partitions; views are rebuilt only from the
+entries of the partitions this worker actively owns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from streams.deals import Deal
+
+
+@dataclass(frozen=True, slots=True)
+class DealRecord:
+    partition: int
+    deal: Deal
+    alert: dict[str, Any] | None = None
+
+    def to_bytes(self) -> bytes:
+        head = json.dumps({"p": self.partition, "a": self.alert}, separators=(",", ":")).encode()
+        return head + b"\n" + self.deal.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DealRecord:
+        head, _, body = data.partition(b"\n")
+        meta = json.loads(head)
+        return cls(partition=int(meta["p"]), deal=Deal.from_bytes(body), alert=meta.get("a"))
+
+
+@dataclass(frozen=True, slots=True)
+class FramedRecord:
+    """Partition + opaque domain bytes, for the responses and invitations tables."""
+
+    partition: int
+    body: bytes
+
+    def to_bytes(self) -> bytes:
+        return str(self.partition).encode() + b"\n" + self.body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FramedRecord:
+        head, _, body = data.partition(b"\n")
+        return cls(int(head), body)
