@@ -85,4 +85,4 @@ def test_watermark_clock_is_min_over_partitions_that_have_seen_events() -> None:
     assert clock.observe(0, 950) is False
     clock.forget(0)
     assert clock.now_ms() == 4_900
-    assert sorted(clock.partitions()) == [1, 2]
+    assert set(clock.partitions()) == {1, 2}
