@@ -139,7 +139,7 @@ ensure_maven() {
   command -v mvn >/dev/null && return
   if is_root && command -v apt-get >/dev/null; then
     say "mvn not found; installing maven with apt-get"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null; } ||
       die "apt-get install maven failed"
     return
   fi
@@ -223,10 +223,12 @@ EOF
 kafka_pid() { live_pid "$KAFKA_PID" "kafka.Kafka"; }
 
 # Does the broker answer a metadata request? kafka-python from the project venv when it is
-# there; else only "is the port open".
+# there; else only "is the port open". The port check comes first because kafka-python
+# retries a closed port for 30 s before it gives up.
 kafka_answers() {
+  port_open "$KAFKA_PORT" || return 1
   if [[ -x "$VENV_PY" ]] && "$VENV_PY" -c 'import kafka' 2>/dev/null; then
-    timeout 20 "$VENV_PY" - "$BOOTSTRAP" <<'PY' >/dev/null 2>&1
+    timeout 10 "$VENV_PY" - "$BOOTSTRAP" <<'PY' >/dev/null 2>&1
 import sys
 from kafka import KafkaAdminClient
 
@@ -236,17 +238,26 @@ try:
 finally:
     admin.close()
 PY
-  else
-    port_open "$KAFKA_PORT"
   fi
 }
 
+file_size() { if [[ -f "$1" ]]; then wc -c <"$1" | tr -d ' '; else echo 0; fi; }
+
+# The last 40 lines each log got since this start (offsets taken by kafka_up), so an old
+# run's lines are never shown as the cause.
+SERVER_LOG_OFFSET=0
+OUT_LOG_OFFSET=0
 kafka_log_tail() {
-  local f
+  local f offset size
   for f in "$KAFKA_SERVER_LOG" "$KAFKA_OUT"; do
     [[ -s "$f" ]] || continue
+    if [[ "$f" == "$KAFKA_OUT" ]]; then offset=$OUT_LOG_OFFSET; else offset=$SERVER_LOG_OFFSET; fi
+    size="$(file_size "$f")"
+    # a rolled-over log starts again from 0
+    ((size >= offset)) || offset=0
+    ((size > offset)) || continue
     printf -- '--- last 40 lines of %s ---\n' "$f" >&2
-    tail -n 40 "$f" >&2
+    tail -c +"$((offset + 1))" "$f" | tail -n 40 >&2
   done
 }
 
@@ -266,6 +277,8 @@ kafka_up() {
   JAVA="$(find_java)"
   fetch_kafka
   write_kafka_config
+  SERVER_LOG_OFFSET="$(file_size "$KAFKA_SERVER_LOG")"
+  OUT_LOG_OFFSET="$(file_size "$KAFKA_OUT")"
   local cp="$KAFKA_LIBS/*"
   if [[ ! -f "$KAFKA_DATA/meta.properties" ]]; then
     local cluster_id
@@ -284,14 +297,14 @@ kafka_up() {
   # the inner bash writes its own pid and then becomes java, so the pid file is java's.
   local -a detach=()
   command -v setsid >/dev/null && detach=(setsid)
-  # shellcheck disable=SC2086  # HEAP_OPTS is a list of JVM flags
+  # shellcheck disable=SC2016,SC2086  # $$ is the inner bash's; HEAP_OPTS is a list of flags
   nohup ${detach[@]+"${detach[@]}"} bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PID" \
     "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
     "-Dlog4j.configuration=file:$KAFKA_LOG4J" -cp "$cp" kafka.Kafka "$KAFKA_CONF" \
     </dev/null >>"$KAFKA_OUT" 2>&1 9>&- &
   local deadline=$((SECONDS + 5))
   until [[ -s "$KAFKA_PID" ]] || ((SECONDS > deadline)); do sleep 0.1; done
-  pid="$(tr -dc '0-9' <"$KAFKA_PID" 2>/dev/null || true)"
+  pid="$(tr -dc '0-9' 2>/dev/null <"$KAFKA_PID" || true)"
   [[ -n "$pid" ]] || die "kafka: the broker process did not start (see $KAFKA_OUT)"
 
   if ! wait_kafka "$pid"; then
@@ -362,7 +375,7 @@ ensure_redis() {
     say "redis: installing redis-server with apt-get"
     # The package's own service (port 6379, if the init system starts it at all) is left alone:
     # we always run a private instance on $REDIS_PORT with its own dir and pid file.
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; } ||
       die "apt-get install redis-server failed"
     command -v redis-server >/dev/null || die "redis-server still missing after apt-get install"
     return 0
