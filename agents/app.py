@@ -27,7 +27,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.outputs import Publisher
-from agents.records import DealRecord, FramedRecord
+from agents.records import DealRecord, FramedRecord, FramedTable
 from agents.settings import Settings
 from schemas.codec import Codec, DecodeError
 from sinks.metrics import SalesopsMetrics
@@ -50,7 +50,15 @@ class PartitionState:
     views: PipelineViews
     index: stalled.StallIndex
     watermark: Watermark
+    firing: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirty: bool = True
+
+    def note_alert(self, deal_id: str, alert: dict[str, Any] | None) -> None:
+        """Keep the FIRING alerts of this partition for /api/alerts and the gauges."""
+        if alert is not None and alert["status"] == "FIRING":
+            self.firing[deal_id] = {"deal_id": deal_id, **alert}
+        else:
+            self.firing.pop(deal_id, None)
 
 
 @dataclass
@@ -92,6 +100,7 @@ class SalesopsWorker:
         self.survey_partitions: dict[int, SurveyPartition] = {}
         self.book = PartialBook()
         self.secret = s.respondent_secret.value.encode()
+        (Path(s.data_dir) / s.app_id).mkdir(parents=True, exist_ok=True)
         host = "127.0.0.1" if s.web_host in ("0.0.0.0", "") else s.web_host
         self.app = faust.App(
             s.app_id,
@@ -126,7 +135,7 @@ class SalesopsWorker:
         self.dead_letter = app.topic(s.dead_letter_topic, **raw)
         self.alerts = app.topic(s.alerts_topic, **raw)
         self.partials_topic = app.topic(s.topic("partials"), **raw)
-        table_opts = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        table_opts = {"key_type": bytes, "value_type": bytes}
         self.deals = app.Table("deals", default=None, partitions=s.topic_partitions, **table_opts)
         self.responses = app.Table("responses", default=None, partitions=s.topic_partitions, **table_opts)
         self.invitations = app.Table("invitations", default=None, partitions=s.topic_partitions, **table_opts)
@@ -137,23 +146,19 @@ class SalesopsWorker:
         async def deal_agent(stream: faust.StreamT) -> None:
             async for event in stream.events():
                 msg = event.message
-                if msg.topic == s.deal_events_topic:
-                    await self.on_deal_message(msg)
-                else:
-                    await self.on_stall_check(msg)
+                handler = self.on_deal_message if msg.topic == s.deal_events_topic else self.on_stall_check
+                await self.guarded(handler, msg)
 
         @app.agent(self.survey_input, name="survey-events")
         async def survey_agent(stream: faust.StreamT) -> None:
             async for event in stream.events():
                 msg = event.message
-                if msg.topic == s.responses_topic:
-                    await self.on_response_message(msg)
-                else:
-                    await self.on_invitation_message(msg)
+                handler = self.on_response_message if msg.topic == s.responses_topic else self.on_invitation_message
+                await self.guarded(handler, msg)
 
         app.timer(s.flush_interval_s, name="publish-views")(self.publish_views)
         app.timer(s.stall_check_interval_s, name="stall-checks")(self.emit_due_checks)
-        app.task(self.read_partials, name="read-partials")
+        app.task(self.read_partials)
         self._define_web()
 
     # ------------------------------------------------------------------ helpers
@@ -187,6 +192,15 @@ class SalesopsWorker:
         self.metrics.dead_letters.labels(reason).inc()
         self.metrics.events.labels(msg.topic, "dead_letter").inc()
         log.info("dead_letter topic=%s partition=%s offset=%s reason=%s", msg.topic, msg.partition, msg.offset, reason)
+
+    async def guarded(self, handler: Callable[[Any], Any], msg: Any) -> None:
+        """Run one handler; a bug on one record dead-letters it (reason internal_error) and
+        logs the traceback instead of crashing the worker and blocking the partition."""
+        try:
+            await handler(msg)
+        except Exception as exc:
+            log.exception("internal_error topic=%s partition=%s offset=%s", msg.topic, msg.partition, msg.offset)
+            await self.send_dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}")
 
     def _decode(self, codec: Codec, msg: Any) -> dict[str, Any] | Rejection:
         if msg.value is None:
@@ -232,6 +246,7 @@ class SalesopsWorker:
             self.deals[key] = DealRecord(msg.partition, new_deal, alert.to_dict() if alert else None).to_bytes()
             part.views.replace(old.deal if old else None, new_deal)
             part.index.track(new_deal, alert)
+            part.note_alert(new_deal.deal_id, alert.to_dict() if alert else None)
             part.dirty = True
             for t in transitions:
                 await self.emit_alert(t.to_record())
@@ -241,7 +256,11 @@ class SalesopsWorker:
             self.metrics.event_lag.observe(max(0.0, time.time() - msg.timestamp))
 
     async def on_stall_check(self, msg: Any) -> None:
-        check = stalled.DueCheck(**json.loads(msg.value))
+        try:
+            check = stalled.DueCheck(**json.loads(msg.value))
+        except (ValueError, TypeError) as exc:
+            await self.send_dead_letter(msg, "undecodable", f"bad stall check: {exc}")
+            return
         stored = self.deals.get(check.deal_id.encode())
         if not stored:
             return
@@ -254,6 +273,7 @@ class SalesopsWorker:
             ).to_bytes()
             part = self._partition(rec.partition)
             part.index.track(rec.deal, alert)
+            part.note_alert(rec.deal.deal_id, alert.to_dict() if alert else None)
             part.dirty = True
             for t in transitions:
                 await self.emit_alert(t.to_record())
@@ -289,6 +309,7 @@ class SalesopsWorker:
                 continue
             part.views.replace(None, rec.deal)
             part.index.track(rec.deal, stalled.AlertState.from_dict(rec.alert) if rec.alert else None)
+            part.note_alert(rec.deal.deal_id, rec.alert)
             last = rec.deal.observations[-1].occurred_at if rec.deal.observations else 0
             part.watermark.observe(last)
         log.info("deal views rebuilt partitions=%s deals=%s", sorted(actives),
@@ -308,14 +329,8 @@ class SalesopsWorker:
         if isinstance(result, Rejection):
             await self.send_dead_letter(msg, result.reason, result.detail)
             return
-        key = pulse.response_key(result.survey_id, result.respondent, self.secret).encode()
-        new = pulse.StoredResponse.from_event(result)
-        stored = self.responses.get(key)
-        old = pulse.StoredResponse.from_bytes(FramedRecord.from_bytes(stored).body) if stored else None
-        if old is None or pulse.supersedes(new, old):
-            self.responses[key] = FramedRecord(msg.partition, new.to_bytes()).to_bytes()
-            part = self._survey_partition(msg.partition)
-            part.views.replace(old, new)
+        part = self._survey_partition(msg.partition)
+        if pulse.apply_response(FramedTable(self.responses, msg.partition), part.views, result, self.secret):
             part.dirty = True
         self.metrics.events.labels(msg.topic, "ok").inc()
 
@@ -325,13 +340,8 @@ class SalesopsWorker:
         if isinstance(result, Rejection):
             await self.send_dead_letter(msg, result.reason, result.detail)
             return
-        key = f"{result.survey_id}|{result.team}|{result.department or ''}".encode()
-        stored = self.invitations.get(key)
-        old = _invitation_from_bytes(FramedRecord.from_bytes(stored).body) if stored else None
-        if old is None or (result.sent_at, result.invited) >= (old.sent_at, old.invited):
-            self.invitations[key] = FramedRecord(msg.partition, _invitation_to_bytes(result)).to_bytes()
-            part = self._survey_partition(msg.partition)
-            part.views.set_invitation(old, result)
+        part = self._survey_partition(msg.partition)
+        if pulse.apply_invitation(FramedTable(self.invitations, msg.partition), part.views, result):
             part.dirty = True
         self.metrics.events.labels(msg.topic, "ok").inc()
 
@@ -351,13 +361,13 @@ class SalesopsWorker:
             if value:
                 rec = FramedRecord.from_bytes(value)
                 if rec.partition in self.survey_partitions:
-                    self.survey_partitions[rec.partition].views.set_invitation(None, _invitation_from_bytes(rec.body))
+                    self.survey_partitions[rec.partition].views.set_invitation(None, pulse.invitation_from_bytes(rec.body))
 
     # ------------------------------------------------------------------ publication
     def deal_partial(self, p: int, part: PartitionState) -> dict[str, Any]:
         return {
             "views": part.views.partial(),
-            "stalled": part.index.stalled_snapshot(self.clock_ms(p)),
+            "stalled": sorted(part.firing.values(), key=lambda a: a["alert_id"]),
             "watermark": part.watermark.now_ms() or 0,
         }
 
@@ -411,7 +421,8 @@ class SalesopsWorker:
         return merge_deal_partials(self.book.parts("deals"))
 
     def merged_pulse(self) -> dict[str, Any]:
-        return pulse.merge_partials(self.book.parts("pulse"))
+        parts = self.book.parts("pulse")
+        return pulse.merge_partials(parts) if parts else pulse.PulseViews(self.tz).partial()
 
     def global_now_ms(self) -> int:
         if self.settings.clock == "wall":
@@ -531,24 +542,16 @@ def deal_json(rec: DealRecord) -> dict[str, Any]:
     }
 
 
-def _invitation_to_bytes(inv: Any) -> bytes:
-    return json.dumps(
-        [inv.survey_id, inv.team, inv.department, inv.invited, inv.sent_at], separators=(",", ":")
-    ).encode()
-
-
-def _invitation_from_bytes(data: bytes) -> Any:
-    from streams.events import SurveyInvitation
-
-    survey_id, team, department, invited, sent_at = json.loads(data)
-    return SurveyInvitation(survey_id, team, department, invited, sent_at)
-
-
 def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] | None = None) -> int:
     """``salesops worker``: create topics, then run until SIGTERM/SIGINT (graceful)."""
+    from agents.kafka_io import BrokerUnavailable
     from agents.topics import ensure_topics
 
-    ensure_topics(settings)
+    try:
+        ensure_topics(settings)
+    except BrokerUnavailable as exc:
+        log.error("startup_failed error=%s", exc)
+        return 2
     worker = SalesopsWorker(settings)
     worker.metrics.prime([settings.deal_events_topic, settings.responses_topic, settings.invitations_topic])
     if on_started:

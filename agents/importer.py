@@ -241,7 +241,7 @@ class ProgressBar:
         self.tty = stream.isatty()
         self.interval = min_interval_s if self.tty else log_interval_s
         self.started = time.monotonic()
-        self._last = 0.0
+        self._last = float("-inf")
         self._drawn = False
 
     def update(self, done: int, force: bool = False) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from streams.deals import Deal
@@ -46,3 +47,33 @@ class FramedRecord:
     def from_bytes(cls, data: bytes) -> FramedRecord:
         head, _, body = data.partition(b"\n")
         return cls(int(head), body)
+
+
+class FramedTable(MutableMapping[str, bytes]):
+    """A view of a raw-bytes Faust table that frames values with the current partition.
+
+    Lets the pure core's ``apply_*`` functions (which take any str -> bytes mapping) run
+    unchanged against the worker's tables.
+    """
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self._table = table
+        self._partition = partition
+
+    def __getitem__(self, key: str) -> bytes:
+        raw = self._table.get(key.encode())
+        if not raw:
+            raise KeyError(key)
+        return FramedRecord.from_bytes(raw).body
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self._table[key.encode()] = FramedRecord(self._partition, value).to_bytes()
+
+    def __delitem__(self, key: str) -> None:
+        del self._table[key.encode()]
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.decode() for k in self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)

@@ -24,7 +24,7 @@ from agents.settings import Settings
 log = logging.getLogger(__name__)
 
 AGGREGATE_VIEWS = ("pipeline", "funnel", "stage-aging", "movement", "enps", "pulse")
-INTERNAL_VIEWS = ("partials",)
+INTERNAL_VIEWS = ("partials", "stall-checks")
 
 
 @dataclass(frozen=True)

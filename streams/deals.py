@@ -105,16 +105,21 @@ class Deal:
 
     @property
     def closed_at(self) -> int | None:
-        """For a won or lost deal, the time it entered its final status: the first
-        observation of the trailing run of observations with the current status (a deal
-        won, then corrected to lost, closed when it was marked lost).  None otherwise."""
+        """Time of :meth:`closing_observation`, None unless the deal is won or lost."""
+        o = self.closing_observation()
+        return None if o is None else o.occurred_at
+
+    def closing_observation(self) -> Observation | None:
+        """For a won or lost deal, the observation where it entered its final status: the
+        first of the trailing run of observations with the current status (a deal won,
+        then corrected to lost, closed when it was marked lost).  None otherwise."""
         if self.status not in CLOSED_STATUSES:
             return None
         obs = self.observations
         i = len(obs) - 1
         while i > 0 and obs[i - 1].status == self.status:
             i -= 1
-        return obs[i].occurred_at
+        return obs[i]
 
     def history(self) -> tuple[StageVisit, ...]:
         """Stage visits in event-time order; the last one is the current visit."""

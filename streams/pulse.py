@@ -381,8 +381,9 @@ def merge_partials(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         questions    [survey_id, question_id, team, department, answers, score_sum, favourable]
         invited      [survey_id, team, department, invited]
 
-    All parts must share version, time zone and dimensions; raise ``ValueError`` otherwise
-    or when there is nothing to merge.
+    All parts must share version, time zone and dimensions (``ValueError`` otherwise).
+    Merging nothing (no survey partition reported yet) gives an empty UTC partial, on which
+    every query answers nothing.
     """
     head: dict[str, Any] | None = None
     tables: dict[str, Counters] = {name: {} for name in _SECTIONS}
@@ -396,7 +397,7 @@ def merge_partials(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             for row in part[name]:
                 _bump(tables[name], tuple(row[:width]), row[width:], 1)
     if head is None:
-        raise ValueError("no partials to merge")
+        return PulseViews(ZoneInfo("UTC")).partial()
     if head["version"] != PARTIAL_VERSION:
         raise ValueError(f"partial version {head['version']} is not {PARTIAL_VERSION}")
     return head | _rows(tables)

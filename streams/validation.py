@@ -58,6 +58,7 @@ REASONS = (
     "invalid_scale",
     "too_many_questions",
     "negative_count",
+    "internal_error",
 )
 MAX_AMOUNT = Decimal("9999999999999999.99")  # decimal(18, 2)
 

@@ -469,12 +469,16 @@ def test_merge_of_split_partials_equals_single() -> None:
     assert enps_view(merged, 90, NOW, K) == enps_view(single.partial(), 90, NOW, K)
 
 
-def test_merge_refuses_mismatched_or_no_partials() -> None:
+def test_merge_refuses_mismatched_partials_and_accepts_none() -> None:
     utc = PulseViews(TZ).partial()
     paris = PulseViews(ZoneInfo("Europe/Paris")).partial()
     with pytest.raises(ValueError):
         merge_partials([utc, paris])
     with pytest.raises(ValueError):
         merge_partials([utc, PulseViews(TZ, ("team",)).partial()])
-    with pytest.raises(ValueError):
-        merge_partials([])
+    # nothing reported yet: an empty partial, every view empty
+    nothing = merge_partials([])
+    assert enps_view(nothing, 30, NOW, K) == []
+    assert enps_survey_view(nothing, "s1", K) == []
+    assert pulse_view(nothing, "s1", K) == {"survey_id": "s1", "questions": []}
+    assert enps_drops(nothing, NOW, K, 10.0) == []

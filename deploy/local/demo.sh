@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# `make demo`: local stack + topics + worker + simulator. Ctrl-C stops everything this
+# script started (and only that), then prints what ran.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+cd "$ROOT"
+STACK="deploy/local/stack.sh"
+PORT="${SALESOPS_WEB_PORT:-6066}"
+LOGS="$ROOT/.local/demo"
+mkdir -p "$LOGS"
+
+stack_started=0
+if ! bash "$STACK" status >/dev/null 2>&1; then
+  stack_started=1
+fi
+bash "$STACK" up
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "demo: redis-server is not installed: running without the Redis sink." >&2
+  echo "demo: install it with: sudo apt-get install redis-server" >&2
+  export SALESOPS_REDIS_URL=""
+fi
+
+worker_pid="" sim_pid=""
+cleanup() {
+  trap - INT TERM EXIT
+  echo
+  echo "demo: stopping..."
+  [[ -n $sim_pid ]] && kill -TERM "$sim_pid" 2>/dev/null && wait "$sim_pid" 2>/dev/null || true
+  [[ -n $worker_pid ]] && kill -TERM "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null || true
+  if [[ $stack_started == 1 ]]; then bash "$STACK" down; fi
+  echo "demo: stopped (worker log: $LOGS/worker.log)"
+}
+trap cleanup INT TERM EXIT
+
+.venv/bin/salesops topics
+SALESOPS_WEB_PORT="$PORT" .venv/bin/salesops worker >"$LOGS/worker.log" 2>&1 &
+worker_pid=$!
+echo "demo: worker pid $worker_pid, waiting for http://127.0.0.1:$PORT/metrics ..."
+for _ in $(seq 1 120); do
+  if curl -fs "http://127.0.0.1:$PORT/metrics" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$worker_pid" 2>/dev/null; then
+    echo "demo: the worker exited; last lines of $LOGS/worker.log:" >&2
+    tail -n 40 "$LOGS/worker.log" >&2
+    exit 1
+  fi
+  sleep 0.5
+done
+.venv/bin/salesops simulate --loop --rate "${SALESOPS_DEMO_RATE:-200}" >"$LOGS/simulator.log" 2>&1 &
+sim_pid=$!
+cat <<MSG
+
+  salesops demo is running (Ctrl-C stops it)
+    metrics     http://127.0.0.1:$PORT/metrics
+    pipeline    http://127.0.0.1:$PORT/api/pipeline
+    funnel      http://127.0.0.1:$PORT/api/funnel?period=last-30d
+    aging       http://127.0.0.1:$PORT/api/aging
+    movement    http://127.0.0.1:$PORT/api/movement
+    alerts      http://127.0.0.1:$PORT/api/alerts?status=FIRING
+    eNPS        http://127.0.0.1:$PORT/api/enps?window=30d
+    logs        $LOGS/worker.log, $LOGS/simulator.log
+
+MSG
+wait "$worker_pid"

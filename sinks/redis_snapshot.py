@@ -1,0 +1,80 @@
+"""Redis sink: the latest snapshot of each view as one hash per view.
+
+Key scheme (``<prefix>`` = ``SALESOPS_REDIS_PREFIX``, default ``salesops``):
+
+* ``<prefix>:view:<view>`` -- hash, field = the row's aggregate key (the same key as on
+  the view's aggregate topic, e.g. ``stage:default:contractsent``), value = the row as
+  JSON;
+* ``<prefix>:meta`` -- hash, field = view name, value = the ``as_of`` epoch ms of the
+  snapshot last written.
+
+A flush replaces every changed view atomically in one ``MULTI`` pipeline (``DEL`` +
+``HSET``), so a reader never sees half a snapshot.  An outage raises
+:class:`~sinks.base.SinkUnavailable`; the buffered snapshots are kept and the next flush
+retries them (newer snapshots of the same view replace older ones in the buffer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import redis
+
+from sinks.base import Sink, SinkError, SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class RedisSnapshotSink(Sink):
+    name = "redis"
+
+    def __init__(self, url: str, prefix: str, client: redis.Redis | None = None) -> None:
+        self.url = url
+        self.prefix = prefix
+        self._client = client
+        self._pending: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    def setup(self) -> None:
+        try:
+            self._client = self._client or redis.Redis.from_url(
+                self.url, socket_timeout=5, socket_connect_timeout=5
+            )
+            self._client.ping()
+        except (redis.RedisError, ValueError) as exc:
+            raise SinkError(f"cannot reach Redis at {self.url}: {exc}") from exc
+
+    def key(self, view: str) -> str:
+        return f"{self.prefix}:view:{view}"
+
+    def add(self, item: tuple[str, int, dict[str, Any]]) -> None:
+        """Buffer ``(view, as_of_ms, {field: row})``; a later snapshot of a view wins."""
+        view, as_of, rows = item
+        self._pending[view] = (as_of, rows)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        if self._client is None:
+            raise SinkError("RedisSnapshotSink.flush before setup")
+        pipe = self._client.pipeline(transaction=True)
+        for view, (as_of, rows) in self._pending.items():
+            key = self.key(view)
+            pipe.delete(key)
+            if rows:
+                pipe.hset(key, mapping={k: json.dumps(v, sort_keys=True) for k, v in rows.items()})
+            pipe.hset(f"{self.prefix}:meta", view, as_of)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise SinkUnavailable(f"Redis write failed: {exc}") from exc
+        self._pending.clear()
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

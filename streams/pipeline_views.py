@@ -1,0 +1,572 @@
+"""Pipeline, funnel, aging and movement views: sums of per-deal contributions.
+
+DESIGN "Derived views, not counters": a view never counts events.  It holds the sum, over
+the deals of one partition, of what each deal's *whole state* contributes.  When a deal
+changes, :meth:`PipelineViews.replace` subtracts the old state's contribution and adds the
+new one's, so a late event that rewrites a deal's history corrects every number exactly,
+and a duplicate (same state) changes nothing.  After recovery the views are rebuilt with
+``replace(None, deal)`` for every deal of the recovered table.  Money is integer cents of
+the reporting currency, so add/subtract is exact, and a counter that reaches 0 is deleted:
+removing every deal leaves exactly the empty view.
+
+A worker publishes :meth:`PipelineViews.partial` per partition; global numbers come from
+:func:`merge_partials` over the latest partial of every partition, then the query
+functions :func:`pipeline_rows`, :func:`funnel`, :func:`aging` and :func:`movement`.
+For Prometheus, the integrator maps ``pipeline_rows(p)["by_stage"]`` to the pipeline
+value gauges and ``funnel(...)["pipelines"][*]["stages"]`` to the conversion ratios.
+
+What one deal contributes (``tz`` decides the calendar day of an instant):
+
+* **Open pipeline** (status open): by (pipeline, stage), owner, team and region (None ->
+  ``"unknown"``): ``deals`` 1, ``value_cents``, ``weighted_cents = round(value_cents * p)``
+  with ``p`` the deal's probability, else the stage default, else 0 (unknown stage).  A
+  currency without a rate counts as 0 cents and ``unpriced`` 1, so it is visible.
+* **Funnel** (known pipelines only, per open stage and day).  The deal's observations are
+  reduced to *positions*: its stage while open, ``won``, or ``out`` (lost/deleted); a
+  run of equal positions is one funnel visit.  Unlike :meth:`Deal.history`, a close or
+  delete without a stage change therefore ends the visit, and a restore starts a new one.
+  For a visit of open stage S (rank r): ``entered[day(start)]``; when it ends at time t,
+  ``exited[day(t)]``, plus ``advanced`` if the next position ranks higher (won ranks above
+  every open stage; each skipped stage in between counts one entered, exited, advanced,
+  cohort_entered and cohort_advanced at t), or ``regressed`` if it ranks lower.  A move to
+  lost/deleted or to an unknown stage only counts ``exited``.  ``cohort_advanced[day
+  (start)]`` if any later position ranks above S.  Every entry (skipped ones included) is
+  also a cohort entry on the same day, so ``cohort_entered`` equals ``entered`` and is not
+  stored; :func:`funnel` reports both.  A deal first seen in a later stage did not pass
+  the earlier ones.
+* **Closed** (status won/lost), per pipeline and close day (:attr:`Deal.closed_at`):
+  ``won_count``/``won_cents`` or ``lost_count``/``lost_cents`` (amount at the closing
+  observation), and ``cycle_ms_sum`` (closed_at - created_at) for won deals.
+* **Aging** (status open): the ``entered_at`` of the current stage visit, as a multiset per
+  (pipeline, stage).
+* **Movement**, per pipeline and calendar month: the deal's open value v(t) (reporting
+  cents if open, else 0) changes only at observations; each change a -> b is classified:
+  first observation and open -> ``new`` b; not open -> open: ``reopened`` b; open -> open:
+  ``increased`` b-a or ``decreased`` a-b; open -> won/lost/deleted: first the amount change
+  (increased/decreased by amount-a), then ``won``/``lost``/``deleted`` += amount.  So for
+  every month, new + reopened + increased - decreased - won - lost - deleted is the net
+  change of the open value, and the open value at any month start is a prefix sum.
+
+Funnel and movement use the deal's *current* pipeline for its whole history, and every
+conversion to cents uses today's rates: views must be a function of today's state only.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from streams.deals import CLOSED_STATUSES, OPEN, WON, Deal
+from streams.events import DAY_MS
+from streams.periods import Period, PeriodError, day_of
+from streams.pipelines import PipelineConfig, Rates
+
+PARTIAL_VERSION = 1
+UNKNOWN = "unknown"
+OPEN_FIELDS = ("deals", "value_cents", "weighted_cents", "unpriced")
+FUNNEL_COUNTERS = ("entered", "exited", "advanced", "regressed", "cohort_advanced")
+# what a skipped stage counts at the jump: it was entered, left forwards, and reached a later stage
+_PASSED_THROUGH = ("entered", "exited", "advanced", "cohort_advanced")
+_NONE: dict[str, float] = {}
+CLOSED_FIELDS = ("won_count", "won_cents", "lost_count", "lost_cents", "cycle_ms_sum")
+MOVEMENT_FIELDS = ("new", "reopened", "increased", "decreased", "won", "lost", "deleted")
+_DIMENSIONS = ("owner", "team", "region")
+
+# Day buckets are cached per 15-minute slice of UTC time: every time-zone offset in use is
+# a multiple of 15 minutes, so a slice lies within one local day.  A slice whose two ends
+# fall on different days (historic odd offsets) is never cached.
+_SLICE_MS = 15 * 60 * 1000
+_MAX_CACHED_SLICES = 1 << 20
+# contributions of the deals updated last, so replace() need not recompute the old state's
+_RECENT_DEALS = 2048
+
+_OUT = "\x00out"  # position of a lost or deleted deal; cannot collide with a stage id
+_WON = "\x00won"
+
+
+class PipelineViews:
+    """Per-partition views, kept incrementally with :meth:`replace`; see the module doc."""
+
+    def __init__(self, config: PipelineConfig, rates: Rates, tz: ZoneInfo) -> None:
+        self._config = config
+        self._rates = rates
+        self._tz = tz
+        # The single store: flat tuple key -> non-zero int.  Key shapes, by first element:
+        #   "o", dimension, a, b, field          open pipeline; dimension "stage": a, b =
+        #                                        pipeline, stage; else a = value, b = ""
+        #   "f", pipeline, stage, counter, day   funnel (day = date ordinal)
+        #   "c", pipeline, day, field            closed deals
+        #   "a", pipeline, stage, entered_at     aging multiset (value = multiplicity)
+        #   "m", pipeline, month, field          movement; month = year * 12 + month - 1
+        self._counts: dict[tuple[Any, ...], int] = {}
+        self._ranks = {
+            pid: {s.id: i for i, s in enumerate(p.stages)} | {p.won_stage: len(p.stages)}
+            for pid, p in config.pipelines.items()
+        }
+        self._open_stages = {pid: p.open_stage_ids for pid, p in config.pipelines.items()}
+        self._probabilities = {
+            pid: {s.id: s.probability for s in p.stages} for pid, p in config.pipelines.items()
+        }
+        self._slice_days: dict[int, int] = {}
+        self._months: dict[int, int] = {}
+        self._recent: dict[str, tuple[Deal, dict[tuple[Any, ...], int]]] = {}
+
+    def replace(self, old: Deal | None, new: Deal | None) -> None:
+        """Swap one deal's contribution: ``old`` is the state previously added (None for a
+        new deal), ``new`` the state now in the table (None when it is removed)."""
+        if old is new:
+            return
+        delta: defaultdict[tuple[Any, ...], int] = defaultdict(int)
+        if old is not None:
+            for key, n in self._contributions_of_added(old).items():
+                delta[key] -= n
+        if new is not None:
+            added = self._contributions(new)
+            for key, n in added.items():
+                delta[key] += n
+            self._remember(new, added)
+        counts = self._counts
+        for key, d in delta.items():
+            if d:
+                n = counts.get(key, 0) + d
+                if n:
+                    counts[key] = n
+                else:
+                    del counts[key]
+
+    def _contributions_of_added(self, deal: Deal) -> dict[tuple[Any, ...], int]:
+        # The contribution of the state added last time is usually that very object (memory
+        # tables) or an equal copy (a table that deserializes): skip recomputing it.
+        hit = self._recent.pop(deal.deal_id, None)
+        if hit is not None and (hit[0] is deal or hit[0] == deal):
+            return hit[1]
+        return self._contributions(deal)
+
+    def _remember(self, deal: Deal, contributions: dict[tuple[Any, ...], int]) -> None:
+        recent = self._recent
+        recent.pop(deal.deal_id, None)
+        recent[deal.deal_id] = (deal, contributions)
+        if len(recent) > _RECENT_DEALS:
+            del recent[next(iter(recent))]
+
+    def partial(self) -> dict[str, Any]:
+        """The JSON-able snapshot of this partition (structure in :func:`empty_partial`).
+        Counters that are 0 are absent; aging lists are sorted."""
+        out = empty_partial()
+        open_, funnel_, closed, aging_, movement_ = (
+            out["open"],
+            out["funnel"],
+            out["closed"],
+            out["aging"],
+            out["movement"],
+        )
+        iso: dict[int, str] = {}
+
+        def day_label(day: int) -> str:
+            s = iso.get(day)
+            if s is None:
+                s = iso[day] = date.fromordinal(day).isoformat()
+            return s
+
+        # Kinds differ in their first element, so tuple comparison never mixes str and int.
+        for key, n in sorted(self._counts.items()):
+            kind = key[0]
+            if kind == "o":
+                _, dim, a, b, field = key
+                if dim == "stage":
+                    open_["by_stage"].setdefault(a, {}).setdefault(b, {})[field] = n
+                else:
+                    open_[f"by_{dim}"].setdefault(a, {})[field] = n
+            elif kind == "f":
+                _, pid, stage, counter, day = key
+                stage_counters = funnel_.setdefault(pid, {}).setdefault(stage, {})
+                stage_counters.setdefault(counter, {})[day_label(day)] = n
+            elif kind == "c":
+                _, pid, day, field = key
+                closed.setdefault(pid, {}).setdefault(day_label(day), {})[field] = n
+            elif kind == "a":
+                _, pid, stage, entered_at = key
+                aging_.setdefault(pid, {}).setdefault(stage, []).extend([entered_at] * n)
+            else:
+                _, pid, month, field = key
+                label = f"{month // 12:04d}-{month % 12 + 1:02d}"
+                movement_.setdefault(pid, {}).setdefault(label, {})[field] = n
+        return out
+
+    # -- contributions ----------------------------------------------------------------
+
+    def _day(self, ts: int) -> int:
+        s = ts // _SLICE_MS
+        day = self._slice_days.get(s)
+        if day is None:
+            start = s * _SLICE_MS
+            first, last = day_of(start, self._tz), day_of(start + _SLICE_MS - 1, self._tz)
+            day = first if first == last else -1
+            if len(self._slice_days) >= _MAX_CACHED_SLICES:
+                self._slice_days.clear()
+            self._slice_days[s] = day
+        return day if day >= 0 else day_of(ts, self._tz)
+
+    def _month(self, day: int) -> int:
+        m = self._months.get(day)
+        if m is None:
+            d = date.fromordinal(day)
+            m = self._months[day] = d.year * 12 + d.month - 1
+        return m
+
+    def _contributions(self, deal: Deal) -> dict[tuple[Any, ...], int]:
+        """This deal's contribution to every counter (zeros possible; hot path, written flat)."""
+        delta: defaultdict[tuple[Any, ...], int] = defaultdict(int)
+        to_cents = self._rates.to_reporting_cents
+        pid = deal.pipeline
+        status = deal.status
+
+        if status == OPEN:
+            amount_cents = to_cents(deal.amount, deal.currency)
+            unpriced = amount_cents is None
+            cents = 0 if amount_cents is None else amount_cents
+            p = deal.probability
+            if p is None:
+                p = self._probabilities.get(pid, _NONE).get(deal.stage, 0.0)
+            value = cents
+            weighted = round(cents * p)
+            for dim, a, b in (
+                ("stage", pid, deal.stage),
+                ("owner", deal.owner_id or UNKNOWN, ""),
+                ("team", deal.team or UNKNOWN, ""),
+                ("region", deal.region or UNKNOWN, ""),
+            ):
+                delta["o", dim, a, b, "deals"] += 1
+                delta["o", dim, a, b, "value_cents"] += value
+                delta["o", dim, a, b, "weighted_cents"] += weighted
+                if unpriced:
+                    delta["o", dim, a, b, "unpriced"] += 1
+            delta["a", pid, deal.stage, deal.current_visit().entered_at] += 1
+        elif status in CLOSED_STATUSES:
+            closing = deal.closing_observation()
+            assert closing is not None
+            cents = to_cents(closing.amount, closing.currency) or 0
+            day = self._day(closing.occurred_at)
+            if status == WON:
+                delta["c", pid, day, "won_count"] += 1
+                delta["c", pid, day, "won_cents"] += cents
+                delta["c", pid, day, "cycle_ms_sum"] += closing.occurred_at - deal.created_at
+            else:
+                delta["c", pid, day, "lost_count"] += 1
+                delta["c", pid, day, "lost_cents"] += cents
+
+        # Movement and funnel positions, in one walk over the observations.
+        ranks = self._ranks.get(pid)
+        won_rank = len(self._open_stages.get(pid, ()))
+        runs: list[tuple[str, int | None, int]] = []  # (position, rank, first day)
+        prev_status: str | None = None
+        prev_value = 0
+        last_amount: Decimal | None = None
+        last_currency = ""
+        cents = 0
+        for o in deal.observations:
+            if o.amount != last_amount or o.currency != last_currency:
+                cents = to_cents(o.amount, o.currency) or 0
+                last_amount, last_currency = o.amount, o.currency
+            st = o.status
+            is_open = st == OPEN
+            day = self._day(o.occurred_at)
+            if is_open or prev_status == OPEN:
+                month = self._month(day)
+                if prev_status is None:
+                    delta["m", pid, month, "new"] += cents
+                elif prev_status != OPEN:
+                    delta["m", pid, month, "reopened"] += cents
+                else:
+                    change = cents - prev_value
+                    if change > 0:
+                        delta["m", pid, month, "increased"] += change
+                    elif change < 0:
+                        delta["m", pid, month, "decreased"] -= change
+                    if not is_open:
+                        delta["m", pid, month, st] += cents
+            prev_status = st
+            prev_value = cents if is_open else 0
+
+            if ranks is not None:
+                if is_open:
+                    pos, rank = o.stage, ranks.get(o.stage)
+                elif st == WON:
+                    pos, rank = _WON, won_rank
+                else:
+                    pos, rank = _OUT, None
+                if not runs or runs[-1][0] != pos:
+                    runs.append((pos, rank, day))
+
+        if not runs:
+            return delta
+        stages = self._open_stages[pid]
+        best = -1  # highest rank reached after run k
+        for k in range(len(runs) - 1, -1, -1):
+            stage, rank, day = runs[k]
+            if rank is None:
+                continue
+            if rank < won_rank:
+                delta["f", pid, stage, "entered", day] += 1
+                if best > rank:
+                    delta["f", pid, stage, "cohort_advanced", day] += 1
+                if k + 1 < len(runs):
+                    _, next_rank, exit_day = runs[k + 1]
+                    delta["f", pid, stage, "exited", exit_day] += 1
+                    if next_rank is not None and next_rank > rank:
+                        delta["f", pid, stage, "advanced", exit_day] += 1
+                        for skipped in stages[rank + 1 : next_rank]:
+                            for counter in _PASSED_THROUGH:
+                                delta["f", pid, skipped, counter, exit_day] += 1
+                    elif next_rank is not None:
+                        delta["f", pid, stage, "regressed", exit_day] += 1
+            if rank > best:
+                best = rank
+        return delta
+
+
+def empty_partial() -> dict[str, Any]:
+    """The partial of a partition without deals; every partial has this shape::
+
+        {"version": 1,
+         "open": {"by_stage": {pipeline: {stage: {field: int}}},      # OPEN_FIELDS
+                  "by_owner" | "by_team" | "by_region": {value: {field: int}}},
+         "funnel": {pipeline: {stage: {counter: {"YYYY-MM-DD": int}}}},  # FUNNEL_COUNTERS
+         "closed": {pipeline: {"YYYY-MM-DD": {field: int}}},            # CLOSED_FIELDS
+         "aging": {pipeline: {stage: [entered_at_ms, ...]}},            # sorted, repeats kept
+         "movement": {pipeline: {"YYYY-MM": {field: int}}}}             # MOVEMENT_FIELDS
+
+    A counter that is 0 is absent (read with ``.get(field, 0)``); money is integer cents
+    of the reporting currency; days are local calendar days of the views' time zone."""
+    return {
+        "version": PARTIAL_VERSION,
+        "open": {"by_stage": {}, "by_owner": {}, "by_team": {}, "by_region": {}},
+        "funnel": {},
+        "closed": {},
+        "aging": {},
+        "movement": {},
+    }
+
+
+def merge_partials(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Sum partials: counters add, aging lists concatenate (kept sorted).  Merging the
+    partials of a split of the deals equals the partial of all of them.  Raises
+    ValueError on a partial of another version."""
+    out = empty_partial()
+    for part in parts:
+        if part.get("version") != PARTIAL_VERSION:
+            raise ValueError(f"cannot merge partial version {part.get('version')!r}")
+        for section in ("open", "funnel", "closed", "aging", "movement"):
+            _merge_into(out[section], part[section])
+    return out
+
+
+def _merge_into(into: dict[str, Any], part: dict[str, Any]) -> None:
+    for key, value in part.items():
+        if isinstance(value, dict):
+            _merge_into(into.setdefault(key, {}), value)
+        elif isinstance(value, list):
+            into[key] = sorted([*into.get(key, []), *value])
+        else:
+            into[key] = into.get(key, 0) + value
+
+
+# -- queries over a (merged) partial ----------------------------------------------------
+
+
+def _units(cents: int | float) -> float:
+    return cents / 100
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den else None
+
+
+def _open_row(counters: dict[str, int]) -> dict[str, Any]:
+    value = counters.get("value_cents", 0)
+    weighted = counters.get("weighted_cents", 0)
+    return {
+        "deals": counters.get("deals", 0),
+        "value_cents": value,
+        "value": _units(value),
+        "weighted_cents": weighted,
+        "weighted_value": _units(weighted),
+        "unpriced_deals": counters.get("unpriced", 0),
+    }
+
+
+def pipeline_rows(partial: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Open pipeline rows, sorted by key: ``by_stage`` rows carry ``pipeline`` and
+    ``stage``; ``by_owner``/``by_team``/``by_region`` rows carry ``owner``/``team``/
+    ``region``.  Each row: deals, value_cents, value (reporting units), weighted_cents,
+    weighted_value, unpriced_deals (deals whose currency has no rate, counted as 0)."""
+    by_stage = [
+        {"pipeline": pid, "stage": stage, **_open_row(counters)}
+        for pid, stages in sorted(partial["open"]["by_stage"].items())
+        for stage, counters in sorted(stages.items())
+    ]
+    out: dict[str, list[dict[str, Any]]] = {"by_stage": by_stage}
+    for dim in _DIMENSIONS:
+        out[f"by_{dim}"] = [
+            {dim: value, **_open_row(counters)}
+            for value, counters in sorted(partial["open"][f"by_{dim}"].items())
+        ]
+    return out
+
+
+def _sum_days(by_day: dict[str, int], first: str, last: str) -> int:
+    return sum(n for day, n in by_day.items() if first <= day <= last)
+
+
+def _pipeline_order(config: PipelineConfig, partial: dict[str, Any]) -> list[str]:
+    seen = (set(partial["open"]["by_stage"]) | set(partial["funnel"]) | set(partial["closed"])) - set(
+        config.pipelines
+    )
+    return [*config.pipelines, *sorted(seen)]
+
+
+def funnel(partial: dict[str, Any], config: PipelineConfig, period: Period, now_ms: int) -> dict[str, Any]:
+    """Conversion, win rate, deal size, cycle and velocity per pipeline for ``period``.
+
+    Per open stage (config order): entered/exited/advanced/regressed and
+    cohort_entered/cohort_advanced summed over the period's days; ``window_conversion`` =
+    advanced / exited, ``cohort_conversion`` = cohort_advanced / cohort_entered (None when
+    the denominator is 0).  Per pipeline, over deals closed in the period: won/lost counts
+    and values, ``win_rate_count`` = won / (won + lost), ``win_rate_value`` = won_cents /
+    (won_cents + lost_cents), ``avg_deal_size`` = won value / won count,
+    ``avg_cycle_days`` = mean days from creation to won; ``open_deals`` is the current
+    number of open deals (not period-bound) and ``sales_velocity_per_day`` = open_deals x
+    avg_deal_size x win_rate_count / avg_cycle_days, None if a factor is undefined or the
+    cycle is 0.  Unknown pipelines are listed after the configured ones, without stages.
+    ``now_ms`` is echoed as ``as_of_ms``: the open-deal count is as of the partial.
+    """
+    first = date.fromordinal(period.first_day).isoformat()
+    last = date.fromordinal(period.last_day).isoformat()
+    pipelines = []
+    for pid in _pipeline_order(config, partial):
+        p = config.get(pid)
+        stage_counts = partial["funnel"].get(pid, {})
+        stages = []
+        for stage in p.open_stage_ids if p is not None else ():
+            counters = stage_counts.get(stage, {})
+            c = {name: _sum_days(counters.get(name, {}), first, last) for name in FUNNEL_COUNTERS}
+            c["cohort_entered"] = c["entered"]  # identical by construction, so not stored
+            stages.append(
+                {
+                    "stage": stage,
+                    **c,
+                    "window_conversion": _ratio(c["advanced"], c["exited"]),
+                    "cohort_conversion": _ratio(c["cohort_advanced"], c["cohort_entered"]),
+                }
+            )
+        closed = {name: 0 for name in CLOSED_FIELDS}
+        for day, counters in partial["closed"].get(pid, {}).items():
+            if first <= day <= last:
+                for name, n in counters.items():
+                    closed[name] += n
+        won, lost = closed["won_count"], closed["lost_count"]
+        won_cents, lost_cents = closed["won_cents"], closed["lost_cents"]
+        win_rate = _ratio(won, won + lost)
+        avg_size = _ratio(_units(won_cents), won)
+        avg_cycle = _ratio(closed["cycle_ms_sum"] / DAY_MS, won)
+        open_deals = sum(c.get("deals", 0) for c in partial["open"]["by_stage"].get(pid, {}).values())
+        velocity = None
+        if avg_size is not None and win_rate is not None and avg_cycle:
+            velocity = open_deals * avg_size * win_rate / avg_cycle
+        pipelines.append(
+            {
+                "pipeline": pid,
+                "stages": stages,
+                "won_count": won,
+                "won_cents": won_cents,
+                "won_value": _units(won_cents),
+                "lost_count": lost,
+                "lost_cents": lost_cents,
+                "lost_value": _units(lost_cents),
+                "win_rate_count": win_rate,
+                "win_rate_value": _ratio(won_cents, won_cents + lost_cents),
+                "avg_deal_size": avg_size,
+                "avg_cycle_days": avg_cycle,
+                "open_deals": open_deals,
+                "sales_velocity_per_day": velocity,
+            }
+        )
+    return {
+        "period": period.label,
+        "first_day": first,
+        "last_day": last,
+        "as_of_ms": now_ms,
+        "pipelines": pipelines,
+    }
+
+
+def aging(partial: dict[str, Any], now_ms: int) -> list[dict[str, Any]]:
+    """Per (pipeline, stage), sorted: ``open`` deals and the age in days of their current
+    stage visit, (now_ms - entered_at) / 86_400_000 as float: ``median_days``
+    (``np.median``), ``p90_days`` (``np.percentile(ages, 90)``, numpy's default linear
+    interpolation between closest ranks) and ``max_days``.  Ages are not clipped: an
+    entry in the future (clock skew) shows as a negative age."""
+    rows = []
+    for pid, stages in sorted(partial["aging"].items()):
+        for stage, entered in sorted(stages.items()):
+            ages = (now_ms - np.asarray(entered, dtype=np.int64)) / DAY_MS
+            rows.append(
+                {
+                    "pipeline": pid,
+                    "stage": stage,
+                    "open": len(entered),
+                    "median_days": float(np.median(ages)),
+                    "p90_days": float(np.percentile(ages, 90)),
+                    "max_days": float(ages.max()),
+                }
+            )
+    return rows
+
+
+def movement(partial: dict[str, Any], period: Period) -> list[dict[str, Any]]:
+    """Open-pipeline movement per pipeline (sorted) over ``period``, which must be whole
+    calendar months (a month or a quarter; PeriodError otherwise).  ``start`` is the open
+    value when the period begins (the sum of every earlier month's net change), and
+    ``end = start + new + reopened + increased - decreased - won - lost - deleted``.
+    Each figure is given as ``<name>_cents`` (int) and ``<name>`` (reporting units)."""
+    first, last = date.fromordinal(period.first_day), date.fromordinal(period.last_day + 1)
+    if first.day != 1 or last.day != 1:
+        raise PeriodError(f"movement needs whole months, got {period.label!r}")
+    first_month = f"{first.year:04d}-{first.month:02d}"
+    end_month = f"{last.year:04d}-{last.month:02d}"  # exclusive
+    rows = []
+    for pid, months in sorted(partial["movement"].items()):
+        start = 0
+        sums = dict.fromkeys(MOVEMENT_FIELDS, 0)
+        for month, c in months.items():
+            if month < first_month:
+                start += _net(c)
+            elif month < end_month:
+                for name in MOVEMENT_FIELDS:
+                    sums[name] += c.get(name, 0)
+        end = start + _net(sums)
+        row: dict[str, Any] = {"pipeline": pid}
+        for name, cents in (("start", start), *sums.items(), ("end", end)):
+            row[f"{name}_cents"] = cents
+            row[name] = _units(cents)
+        rows.append(row)
+    return rows
+
+
+def _net(c: dict[str, int]) -> int:
+    g = c.get
+    return (
+        g("new", 0)
+        + g("reopened", 0)
+        + g("increased", 0)
+        - g("decreased", 0)
+        - g("won", 0)
+        - g("lost", 0)
+        - g("deleted", 0)
+    )
