@@ -57,7 +57,9 @@ def response(**changes: Any) -> dict[str, Any]:
     return base
 
 
-def run(lines: list[str], kind: str = "deals", fmt: str = "jsonl") -> tuple[ImportReport, list[tuple[bytes, bytes]]]:
+def run(
+    lines: list[str], kind: str = "deals", fmt: str = "jsonl"
+) -> tuple[ImportReport, list[tuple[bytes, bytes]]]:
     sent: list[tuple[bytes, bytes]] = []
     report = import_lines(lines, kind, CONFIG, RATES, NOW, lambda k, v: sent.append((k, v)), fmt=fmt)
     return report, sent
@@ -90,12 +92,18 @@ def test_valid_deal_is_normalised_and_keyed_by_deal_id() -> None:
         (json.dumps(deal(currency="EURO")), "deals", "invalid_currency"),
         (json.dumps(deal(occurred_at=NOW + 3 * 86_400_000)), "deals", "future_timestamp"),
         (
-            json.dumps(response(answers=[{"question_id": f"q{i}", "score": 3, "scale_max": 5} for i in range(11)])),
+            json.dumps(
+                response(answers=[{"question_id": f"q{i}", "score": 3, "scale_max": 5} for i in range(11)])
+            ),
             "surveys",
             "too_many_questions",
         ),
         (json.dumps(response(enps_score=11)), "surveys", "score_out_of_range"),
-        (json.dumps(response(answers=[{"question_id": "q1", "score": 6, "scale_max": 5}])), "surveys", "score_out_of_range"),
+        (
+            json.dumps(response(answers=[{"question_id": "q1", "score": 6, "scale_max": 5}])),
+            "surveys",
+            "score_out_of_range",
+        ),
         (
             json.dumps({"survey_id": "s", "team": "apac", "invited": -1, "sent_at": NOW}),
             "invitations",
@@ -141,7 +149,7 @@ def test_csv_deals_with_empty_optional_cells() -> None:
     lines = [
         "event_id,source,deal_id,event_type,occurred_at,pipeline,stage,amount,currency,owner_id,probability\n",
         "e-1,import,D-1,CREATED,1764579600000,default,appointmentscheduled,100,USD,,\n",
-        "e-2,import,D-2,WON,2025-12-01,enterprise,won,\"2,000\",USD,u-02,0.5\n",  # "2,000" is not a number
+        'e-2,import,D-2,WON,2025-12-01,enterprise,won,"2,000",USD,u-02,0.5\n',  # "2,000" is not a number
         "e-3,import,D-3,LOST,2025-12-01T10:00:00+01:00,enterprise,lost,0,GBP,u-02,1.5\n",
         "e-4,import,D-4\n",
     ]
@@ -268,6 +276,8 @@ def test_run_import_reports_bad_lines_without_a_broker(
 def test_run_import_refuses_an_unknown_extension(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "deals.txt"
     path.write_text("{}\n")
-    args = argparse.Namespace(kind="deals", file=path, format=None, skip_invalid=False, topic=None, no_progress=True)
+    args = argparse.Namespace(
+        kind="deals", file=path, format=None, skip_invalid=False, topic=None, no_progress=True
+    )
     assert importer.run_import(args, Settings()) == 2
     assert "--format" in capsys.readouterr().err
