@@ -1,0 +1,412 @@
+"""Pipeline views: hand-computed scenarios, incremental == rebuilt, empty after removal,
+merge of partials == single partial."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from streams.deals import Deal, apply, fold
+from streams.events import DealEvent
+from streams.periods import PeriodError, month_period, parse_period, quarter_period
+from streams.pipeline_views import (
+    PipelineViews,
+    aging,
+    empty_partial,
+    funnel,
+    merge_partials,
+    movement,
+    pipeline_rows,
+)
+from streams.pipelines import load_pipelines, load_rates
+
+CONFIG = load_pipelines()
+RATES = load_rates()  # USD reporting, EUR = 1.08
+UTC_TZ = ZoneInfo("UTC")
+DAY = 86_400_000
+
+
+def t(day: int, month: int = 3, hour: int = 12) -> int:
+    """Epoch ms of 2024-<month>-<day> <hour>:00 UTC."""
+    return int(datetime(2024, month, day, hour, tzinfo=UTC).timestamp() * 1000)
+
+
+def ev(
+    deal_id: str,
+    event_id: str,
+    at: int,
+    stage: str,
+    event_type: str = "UPDATED",
+    amount: str = "1000",
+    currency: str = "USD",
+    pipeline: str = "enterprise",
+    **attrs: object,
+) -> DealEvent:
+    return DealEvent(
+        event_id, "crm", deal_id, event_type, at, pipeline, stage, Decimal(amount), currency, **attrs
+    )  # type: ignore[arg-type]
+
+
+def views_of(*deals: Deal, tz: ZoneInfo = UTC_TZ) -> PipelineViews:
+    v = PipelineViews(CONFIG, RATES, tz)
+    for d in deals:
+        v.replace(None, d)
+    return v
+
+
+def counter(partial: dict, pipeline: str, stage: str, name: str) -> dict[str, int]:
+    return partial["funnel"].get(pipeline, {}).get(stage, {}).get(name, {})
+
+
+def stage_row(result: dict, pipeline: str, stage: str) -> dict:
+    p = next(p for p in result["pipelines"] if p["pipeline"] == pipeline)
+    return next(s for s in p["stages"] if s["stage"] == stage)
+
+
+def pipeline_result(result: dict, pipeline: str) -> dict:
+    return next(p for p in result["pipelines"] if p["pipeline"] == pipeline)
+
+
+# enterprise: discovery(0) solution(1) proposal(2) negotiation(3), won rank 4; lost unranked
+SKIPPER = [  # discovery -> proposal (skips solution) -> won (skips negotiation)
+    ev("a", "1", t(1), "discovery", "CREATED"),
+    ev("a", "2", t(3), "proposal"),
+    ev("a", "3", t(10), "won", "WON"),
+]
+REGRESSOR = [  # discovery -> proposal -> solution (backwards) -> lost; 500 EUR
+    ev("b", "1", t(1), "discovery", "CREATED", "500", "EUR"),
+    ev("b", "2", t(2), "proposal", amount="500", currency="EUR"),
+    ev("b", "3", t(5), "solution", amount="500", currency="EUR"),
+    ev("b", "4", t(8), "lost", "LOST", amount="500", currency="EUR"),
+]
+OPEN_ONE = [ev("c", "1", t(4), "discovery", "CREATED", "2000", owner_id="o1", team="t1", region="emea")]
+
+
+def test_skipped_stages_count_as_passed_through() -> None:
+    p = views_of(fold(SKIPPER, CONFIG)).partial()
+    # discovery: entered 03-01, left forwards 03-03; solution skipped on 03-03
+    assert counter(p, "enterprise", "discovery", "entered") == {"2024-03-01": 1}
+    assert counter(p, "enterprise", "discovery", "advanced") == {"2024-03-03": 1}
+    assert counter(p, "enterprise", "discovery", "cohort_advanced") == {"2024-03-01": 1}
+    for name in ("entered", "exited", "advanced", "cohort_advanced"):
+        assert counter(p, "enterprise", "solution", name) == {"2024-03-03": 1}
+        # negotiation skipped by the jump to won on 03-10
+        assert counter(p, "enterprise", "negotiation", name) == {"2024-03-10": 1}
+    assert counter(p, "enterprise", "proposal", "exited") == {"2024-03-10": 1}
+    assert counter(p, "enterprise", "proposal", "regressed") == {}
+    # won on 03-10 after 9 days, 1000 USD
+    assert p["closed"]["enterprise"] == {
+        "2024-03-10": {"won_count": 1, "won_cents": 100_000, "cycle_ms_sum": 9 * DAY}
+    }
+    assert p["open"]["by_stage"] == {} and p["aging"] == {}
+
+
+def test_regression_is_not_a_conversion() -> None:
+    p = views_of(fold(REGRESSOR, CONFIG)).partial()
+    # proposal left backwards on 03-05: exited + regressed, no advance, no cohort advance
+    assert counter(p, "enterprise", "proposal", "exited") == {"2024-03-05": 1}
+    assert counter(p, "enterprise", "proposal", "regressed") == {"2024-03-05": 1}
+    assert counter(p, "enterprise", "proposal", "advanced") == {}
+    assert counter(p, "enterprise", "proposal", "cohort_advanced") == {}
+    # solution: skipped on 03-02 (entered, exited, advanced), re-entered 03-05, lost 03-08
+    assert counter(p, "enterprise", "solution", "entered") == {"2024-03-02": 1, "2024-03-05": 1}
+    assert counter(p, "enterprise", "solution", "exited") == {"2024-03-02": 1, "2024-03-08": 1}
+    assert counter(p, "enterprise", "solution", "advanced") == {"2024-03-02": 1}
+    # the 03-05 visit never reached proposal again: only the skipped entry is a cohort win
+    assert counter(p, "enterprise", "solution", "cohort_advanced") == {"2024-03-02": 1}
+    # lost 500 EUR = 540.00 USD
+    assert p["closed"]["enterprise"] == {"2024-03-08": {"lost_count": 1, "lost_cents": 54_000}}
+
+
+def test_funnel_rates_win_rate_size_cycle_velocity() -> None:
+    partial = views_of(*(fold(e, CONFIG) for e in (SKIPPER, REGRESSOR, OPEN_ONE))).partial()
+    r = funnel(partial, CONFIG, month_period(2024, 3), t(31))
+    # discovery: 3 entered (a, b, c), 2 exited, both forwards -> 2/2; cohort 2/3
+    d = stage_row(r, "enterprise", "discovery")
+    assert (d["entered"], d["exited"], d["advanced"], d["window_conversion"]) == (3, 2, 2, 1.0)
+    assert (d["cohort_entered"], d["cohort_advanced"], d["cohort_conversion"]) == (3, 2, 2 / 3)
+    # solution: a skipped (1 adv), b skipped (1 adv), b re-entered and lost -> 2/3 exits advanced
+    s = stage_row(r, "enterprise", "solution")
+    assert (s["entered"], s["exited"], s["advanced"], s["regressed"]) == (3, 3, 2, 0)
+    assert s["window_conversion"] == pytest.approx(2 / 3)
+    # proposal: a to won (advanced), b back to solution (regressed) -> 1/2
+    pr = stage_row(r, "enterprise", "proposal")
+    assert (pr["exited"], pr["advanced"], pr["regressed"], pr["window_conversion"]) == (2, 1, 1, 0.5)
+    p = pipeline_result(r, "enterprise")
+    # 1 won of 2 closed; by value 1000 / (1000 + 540) USD
+    assert p["win_rate_count"] == 0.5
+    assert p["win_rate_value"] == pytest.approx(100_000 / 154_000)
+    assert (p["won_value"], p["lost_value"], p["avg_deal_size"], p["avg_cycle_days"]) == (
+        1000.0,
+        540.0,
+        1000.0,
+        9.0,
+    )
+    # velocity: 1 open deal x 1000 x 0.5 / 9 days
+    assert p["open_deals"] == 1
+    assert p["sales_velocity_per_day"] == pytest.approx(1000 * 0.5 / 9)
+    # an empty window: every ratio undefined
+    empty = funnel(partial, CONFIG, month_period(2024, 1), t(31))
+    e = pipeline_result(empty, "enterprise")
+    assert e["win_rate_count"] is None and e["avg_deal_size"] is None
+    assert e["sales_velocity_per_day"] is None
+    assert stage_row(empty, "enterprise", "discovery")["window_conversion"] is None
+
+
+def test_pipeline_rows_currency_probability_and_dimensions() -> None:
+    deals = [
+        # 1000 EUR in discovery (p 0.1): 1080.00 USD, weighted 108.00
+        fold(
+            [ev("e1", "1", t(1), "discovery", amount="1000", currency="EUR", owner_id="o1", team="t1")],
+            CONFIG,
+        ),
+        # 200 USD in proposal with a deal-level probability 0.25 overriding 0.5: weighted 50.00
+        fold([ev("e2", "1", t(1), "proposal", amount="200", probability=0.25, owner_id="o1")], CONFIG),
+        # unknown stage: counted, probability 0
+        fold([ev("e3", "1", t(1), "legal", amount="300", region="apac")], CONFIG),
+        # a currency without a rate: counted, 0 value, flagged unpriced
+        fold([ev("e4", "1", t(1), "proposal", amount="999", currency="CHF")], CONFIG),
+    ]
+    rows = pipeline_rows(views_of(*deals).partial())
+    by_stage = {(r["pipeline"], r["stage"]): r for r in rows["by_stage"]}
+    assert by_stage["enterprise", "discovery"] == {
+        "pipeline": "enterprise",
+        "stage": "discovery",
+        "deals": 1,
+        "value_cents": 108_000,
+        "value": 1080.0,
+        "weighted_cents": 10_800,
+        "weighted_value": 108.0,
+        "unpriced_deals": 0,
+    }
+    # proposal: e2 (200 USD, weighted 50) + e4 (unpriced)
+    prop = by_stage["enterprise", "proposal"]
+    assert (prop["deals"], prop["value_cents"], prop["weighted_cents"], prop["unpriced_deals"]) == (
+        2,
+        20_000,
+        5_000,
+        1,
+    )
+    legal = by_stage["enterprise", "legal"]
+    assert (legal["deals"], legal["value_cents"], legal["weighted_cents"]) == (1, 30_000, 0)
+    # owners: o1 has e1 + e2 = 1080 + 200 USD; e3 and e4 have none -> "unknown"
+    owners = {r["owner"]: (r["deals"], r["value_cents"]) for r in rows["by_owner"]}
+    assert owners == {"o1": (2, 128_000), "unknown": (2, 30_000)}
+    assert [r["region"] for r in rows["by_region"]] == ["apac", "unknown"]
+    assert [r["team"] for r in rows["by_team"]] == ["t1", "unknown"]
+    # unknown stage is excluded from conversion: no funnel entry for it
+    assert "legal" not in views_of(*deals).partial()["funnel"].get("enterprise", {})
+
+
+def test_unknown_stage_move_counts_exit_only() -> None:
+    # negotiation (03-04) -> "legal" (unknown, 03-06): negotiation exited, neither advanced nor
+    # regressed; "legal" has rank None and no funnel row
+    d = fold([ev("u", "1", t(4), "negotiation"), ev("u", "2", t(6), "legal")], CONFIG)
+    p = views_of(d).partial()
+    assert p["funnel"]["enterprise"] == {
+        "negotiation": {"entered": {"2024-03-04": 1}, "exited": {"2024-03-06": 1}},
+    }
+    assert CONFIG.pipelines["enterprise"].rank("legal") is None
+
+
+def test_reopen_after_won() -> None:
+    # contractsent 03-01 (1000 USD) -> won 03-05 -> restored into contractsent 03-07
+    d = fold(
+        [
+            ev("r", "1", t(1), "contractsent", "CREATED", pipeline="default"),
+            ev("r", "2", t(5), "closedwon", "WON", pipeline="default"),
+            ev("r", "3", t(7), "contractsent", "RESTORED", pipeline="default"),
+        ],
+        CONFIG,
+    )
+    p = views_of(d).partial()
+    assert p["closed"] == {}  # open again: not a won deal
+    # first visit advanced to won on 03-05; the reopened visit entered 03-07, still open
+    assert counter(p, "default", "contractsent", "entered") == {"2024-03-01": 1, "2024-03-07": 1}
+    assert counter(p, "default", "contractsent", "advanced") == {"2024-03-05": 1}
+    assert counter(p, "default", "contractsent", "cohort_advanced") == {"2024-03-01": 1}
+    # open: 1000 USD x 0.9; aging from the visit that started 03-07
+    assert p["open"]["by_stage"]["default"]["contractsent"] == {
+        "deals": 1,
+        "value_cents": 100_000,
+        "weighted_cents": 90_000,
+    }
+    assert p["aging"] == {"default": {"contractsent": [t(7)]}}
+    # movement, March: new 1000, won 1000, reopened 1000 -> end 1000
+    m = movement(p, month_period(2024, 3))[0]
+    assert (m["new_cents"], m["won_cents"], m["reopened_cents"], m["end_cents"]) == (
+        100_000,
+        100_000,
+        100_000,
+        100_000,
+    )
+
+
+def test_amount_change_currency_and_movement_over_months_and_quarters() -> None:
+    # 1000 EUR (03-01) -> 1500 EUR (03-20) -> won at 1400 EUR (04-03); EUR = 1.08
+    d = fold(
+        [
+            ev("m", "1", t(1), "appointmentscheduled", "CREATED", "1000", "EUR", pipeline="default"),
+            ev("m", "2", t(20), "appointmentscheduled", amount="1500", currency="EUR", pipeline="default"),
+            ev("m", "3", t(3, 4), "closedwon", "WON", "1400", "EUR", pipeline="default"),
+        ],
+        CONFIG,
+    )
+    p = views_of(d).partial()
+    # March: new 1080.00, increased 1620.00 - 1080.00 = 540.00
+    # April: decreased 1620.00 - 1512.00 = 108.00, then won 1512.00
+    assert p["movement"]["default"] == {
+        "2024-03": {"new": 108_000, "increased": 54_000},
+        "2024-04": {"decreased": 10_800, "won": 151_200},
+    }
+    march = movement(p, month_period(2024, 3))[0]
+    assert (march["start_cents"], march["end_cents"], march["end"]) == (0, 162_000, 1620.0)
+    april = movement(p, parse_period("2024-04", 0, UTC_TZ))[0]
+    assert (april["start_cents"], april["decreased_cents"], april["won_cents"], april["end_cents"]) == (
+        162_000,
+        10_800,
+        151_200,
+        0,
+    )
+    q1, q2 = movement(p, quarter_period(2024, 1))[0], movement(p, quarter_period(2024, 2))[0]
+    assert (q1["start_cents"], q1["new_cents"], q1["increased_cents"], q1["end_cents"]) == (
+        0,
+        108_000,
+        54_000,
+        162_000,
+    )
+    assert (q2["start_cents"], q2["end_cents"]) == (162_000, 0)
+    for row in (march, april, q1, q2):  # end = start + new + reopened + increased - decreased - out
+        assert (
+            row["end_cents"]
+            == row["start_cents"]
+            + row["new_cents"]
+            + row["reopened_cents"]
+            + row["increased_cents"]
+            - row["decreased_cents"]
+            - row["won_cents"]
+            - row["lost_cents"]
+            - row["deleted_cents"]
+        )
+    # won at the amount at close (1512.00 USD), cycle 03-01 -> 04-03 = 33 days (leap year)
+    assert p["closed"]["default"] == {
+        "2024-04-03": {"won_count": 1, "won_cents": 151_200, "cycle_ms_sum": 33 * DAY}
+    }
+    with pytest.raises(PeriodError):
+        movement(p, parse_period("last-30d", t(10), UTC_TZ))
+
+
+def test_delete_and_restore() -> None:
+    # qualifiedtobuy 03-01 (500 USD) -> deleted 03-02 -> restored 03-04, same stage throughout
+    events = [
+        ev("x", "1", t(1), "qualifiedtobuy", "CREATED", "500", pipeline="default"),
+        ev("x", "2", t(2), "qualifiedtobuy", "DELETED", "500", pipeline="default"),
+        ev("x", "3", t(4), "qualifiedtobuy", "RESTORED", "500", pipeline="default"),
+    ]
+    deleted = views_of(fold(events[:2], CONFIG)).partial()
+    assert deleted["open"]["by_stage"] == {} and deleted["closed"] == {}
+    # deleting ends the visit: exited, not advanced
+    assert counter(deleted, "default", "qualifiedtobuy", "exited") == {"2024-03-02": 1}
+    assert deleted["movement"]["default"] == {"2024-03": {"new": 50_000, "deleted": 50_000}}
+
+    p = views_of(fold(events, CONFIG)).partial()
+    assert counter(p, "default", "qualifiedtobuy", "entered") == {"2024-03-01": 1, "2024-03-04": 1}
+    assert p["movement"]["default"] == {"2024-03": {"new": 50_000, "deleted": 50_000, "reopened": 50_000}}
+    # aging follows the stage history: the stage never changed, so aged since 03-01
+    assert p["aging"] == {"default": {"qualifiedtobuy": [t(1)]}}
+
+
+def test_late_event_corrects_history_and_views() -> None:
+    # seen: discovery 03-01 -> proposal 03-05 (solution counted as skipped on 03-05)
+    seen = fold([ev("l", "1", t(1), "discovery"), ev("l", "3", t(5), "proposal")], CONFIG)
+    v = views_of(seen)
+    assert counter(v.partial(), "enterprise", "solution", "entered") == {"2024-03-05": 1}
+    # late: solution on 03-03
+    late = apply(seen, ev("l", "2", t(3), "solution"), CONFIG)
+    assert late is not None
+    v.replace(seen, late)
+    p = v.partial()
+    assert counter(p, "enterprise", "discovery", "advanced") == {"2024-03-03": 1}
+    assert counter(p, "enterprise", "solution", "entered") == {"2024-03-03": 1}
+    assert counter(p, "enterprise", "solution", "advanced") == {"2024-03-05": 1}
+    assert counter(p, "enterprise", "proposal", "entered") == {"2024-03-05": 1}
+    assert p == views_of(late).partial()
+
+
+def test_duplicate_changes_nothing() -> None:
+    events = SKIPPER[:2]
+    d = fold(events, CONFIG)
+    v = views_of(d)
+    before = v.partial()
+    assert apply(d, events[1], CONFIG) is None  # the agent has nothing to replace
+    v.replace(d, Deal.from_bytes(d.to_bytes()))  # an equal copy (e.g. from a table)
+    assert v.partial() == before
+
+
+def test_aging_median_p90_max() -> None:
+    # 3 open deals in proposal entered 03-01, 03-03, 03-10 (noon); now 03-11 noon
+    deals = [fold([ev(f"g{i}", "1", t(day), "proposal")], CONFIG) for i, day in enumerate((1, 3, 10))]
+    rows = aging(views_of(*deals).partial(), t(11))
+    # ages 10, 8, 1 days: median 8; p90 linear: rank 0.9 x 2 = 1.8 -> 8 + 0.8 x (10 - 8) = 9.6
+    assert rows == [
+        {
+            "pipeline": "enterprise",
+            "stage": "proposal",
+            "open": 3,
+            "median_days": 8.0,
+            "p90_days": 9.6,
+            "max_days": 10.0,
+        }
+    ]
+
+
+def test_days_follow_the_time_zone() -> None:
+    # 2024-03-01 23:30 UTC is 2024-03-02 in Berlin (UTC+1)
+    at = t(1, hour=23) + 30 * 60_000
+    d = fold([ev("z", "1", at, "discovery")], CONFIG)
+    assert counter(views_of(d).partial(), "enterprise", "discovery", "entered") == {"2024-03-01": 1}
+    berlin = views_of(d, tz=ZoneInfo("Europe/Berlin")).partial()
+    assert counter(berlin, "enterprise", "discovery", "entered") == {"2024-03-02": 1}
+
+
+def _all_deals() -> list[list[DealEvent]]:
+    return [SKIPPER, REGRESSOR, OPEN_ONE]
+
+
+def test_incremental_equals_rebuild_and_removal_leaves_empty() -> None:
+    v = PipelineViews(CONFIG, RATES, UTC_TZ)
+    state: dict[str, Deal] = {}
+    # apply in a scrambled order, with duplicates, as the agent would
+    stream = [e for events in _all_deals() for e in reversed(events)] + SKIPPER
+    for e in stream:
+        old = state.get(e.deal_id)
+        new = apply(old, e, CONFIG)
+        if new is not None:
+            v.replace(old, new)
+            state[e.deal_id] = new
+    assert v.partial() == views_of(*state.values()).partial()
+    for d in state.values():
+        v.replace(d, None)
+    assert v.partial() == empty_partial()
+    assert v._counts == {}  # no zero-valued leftovers
+
+
+def test_merge_of_split_equals_single_partial() -> None:
+    deals = [fold(e, CONFIG) for e in _all_deals()]
+    whole = views_of(*deals).partial()
+    merged = merge_partials([views_of(deals[0], deals[2]).partial(), views_of(deals[1]).partial()])
+    assert merged == whole
+    assert json.dumps(merged, sort_keys=True) == json.dumps(whole, sort_keys=True)
+    assert merge_partials([]) == empty_partial()
+    with pytest.raises(ValueError, match="version"):
+        merge_partials([{"version": 0}])
+
+
+def test_merge_concatenates_aging() -> None:
+    a = views_of(fold([ev("g1", "1", t(3), "proposal")], CONFIG)).partial()
+    b = views_of(fold([ev("g2", "1", t(1), "proposal")], CONFIG)).partial()
+    assert merge_partials([a, b])["aging"] == {"enterprise": {"proposal": [t(1), t(3)]}}
