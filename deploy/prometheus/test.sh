@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Check the Prometheus configs and alert rules, and run the rules' unit tests:
+#   deploy/prometheus/test.sh
+# promtool comes from PATH, else from Debian's `prometheus` package (installed with
+# apt-get when running as root). Exit 0 only when every check and test passes.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+die() {
+  printf 'ERROR: %s\n' "$*" >&2
+  exit 1
+}
+
+find_promtool() {
+  command -v promtool && return
+  [[ -x /usr/bin/promtool ]] && { echo /usr/bin/promtool; return; }
+  local how="install Prometheus's promtool: 'sudo apt-get install prometheus' (Debian/Ubuntu ships it
+  as /usr/bin/promtool), or a release from prometheus.io/download, then put promtool on PATH"
+  if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
+    die "promtool not found; $how"
+  fi
+  echo "promtool not found; installing Debian's prometheus package for it" >&2
+  apt-get update -qq >&2 || die "apt-get update failed; $how"
+  if ! apt-cache policy prometheus 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    die "no prometheus package in the apt sources; $how"
+  fi
+  # --no-install-recommends: only promtool is wanted, not the exporters it recommends; the
+  # package's service is not used (and policy-rc.d usually stops it from starting).
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2 ||
+    die "apt-get install prometheus failed; $how"
+  command -v promtool || die "the prometheus package installed no promtool; $how"
+}
+
+PROMTOOL="$(find_promtool)"
+echo "promtool: $PROMTOOL ($("$PROMTOOL" --version 2>&1 | head -n 1))"
+
+cd "$HERE"
+"$PROMTOOL" check config prometheus.yml prometheus.compose.yml
+"$PROMTOOL" check rules rules/*.rules.yml
+"$PROMTOOL" test rules tests/*.test.yml
+# promtool prints no count; each test group (`- name:`) passed when it exits 0.
+echo "promtool: $(cat tests/*.test.yml | grep -c '^  - name:') passed, 0 failed"
