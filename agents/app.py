@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import faust
+from aiohttp.web import Response as AioResponse
 from aiokafka import AIOKafkaConsumer
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -437,7 +438,9 @@ class SalesopsWorker:
 
         @app.page("/metrics")
         async def metrics_page(view: View, request: Request) -> Response:
-            return view.bytes(generate_latest(worker.metrics.registry), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp refuses a charset inside content_type=, so the header is set directly
+            return AioResponse(body=generate_latest(worker.metrics.registry),
+                               headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         @app.page("/api/pipeline")
         async def pipeline_page(view: View, request: Request) -> Response:
