@@ -250,8 +250,10 @@ class ProgressBar:
             return
         self._last = now
         frac = min(done / self.total, 1.0)
-        rate = done / max(now - self.started, 1e-9)
-        text = f"{frac:4.0%} {done:,}/{self.total:,} lines {rate:,.0f}/s"
+        elapsed = now - self.started
+        text = f"{frac:4.0%} {done:,}/{self.total:,} lines"
+        if elapsed >= 0.5:  # a rate over a few milliseconds is noise
+            text += f" {done / elapsed:,.0f}/s"
         if self.tty:
             width = 30
             filled = int(frac * width)
