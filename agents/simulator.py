@@ -337,7 +337,7 @@ def generate_surveys(
     teams = _teams(rng, employees)
     mood = {t: rng.uniform(6.5, 9.0) for t, _, _ in teams}
     declining = rng.choice(teams)[0]  # one team's eNPS drops wave after wave (an alert to see)
-    people = []
+    people: list[tuple[str, str, str, int, float]] = []  # (id, team, department, scale_min, mood offset)
     for team, dept, size in teams:
         for _ in range(size):
             emp = "emp-" + hashlib.sha256(f"{seed}:{len(people)}".encode()).hexdigest()[:12]
