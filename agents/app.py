@@ -457,8 +457,7 @@ class SalesopsWorker:
             except PeriodError as exc:
                 return _json(view, {"error": str(exc)}, status=400)
             merged = worker.merged_deals()
-            return _json(view, {"as_of": now, "period": period.label,
-                                "pipelines": funnel(merged["views"], worker.config, period, now)})
+            return _json(view, {"as_of": now, **funnel(merged["views"], worker.config, period, now)})
 
         @app.page("/api/aging")
         async def aging_page(view: View, request: Request) -> Response:
