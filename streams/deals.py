@@ -266,7 +266,7 @@ def apply(deal: Deal | None, event: DealEvent, config: PipelineConfig) -> Deal |
             if _payload_rank(new, ev_attrs) <= _payload_rank(old, deal_attrs):
                 return None
             return _with(event, (*obs[:i], new))
-        if True:
+        if _observation_payload(new) <= _observation_payload(old):
             return None
         return _replace_observations(deal, (*obs[:i], new, *obs[i + 1 :]))
     if i == n:
