@@ -12,7 +12,7 @@ import pytest
 
 from streams.deals import Deal, apply, fold
 from streams.events import DealEvent
-from streams.periods import PeriodError, month_period, parse_period, quarter_period
+from streams.periods import PeriodError, day_of, month_period, parse_period, quarter_period
 from streams.pipeline_views import (
     PipelineViews,
     aging,
@@ -410,3 +410,19 @@ def test_merge_concatenates_aging() -> None:
     a = views_of(fold([ev("g1", "1", t(3), "proposal")], CONFIG)).partial()
     b = views_of(fold([ev("g2", "1", t(1), "proposal")], CONFIG)).partial()
     assert merge_partials([a, b])["aging"] == {"enterprise": {"proposal": [t(1), t(3)]}}
+
+
+@pytest.mark.parametrize(
+    "zone",
+    ["UTC", "Europe/Berlin", "Asia/Kolkata", "America/St_Johns", "Australia/Lord_Howe", "Africa/Monrovia"],
+)
+def test_cached_day_buckets_match_day_of(zone: str) -> None:
+    # half-hour offsets, 30-minute DST (Lord Howe) and Monrovia's -0:44:30 until 1972 must
+    # all bucket exactly like periods.day_of
+    tz = ZoneInfo(zone)
+    v = PipelineViews(CONFIG, RATES, tz)
+    step = 7 * 60_000 + 13_000  # 7m13s: walks across every slice boundary over the years
+    for ts in range(0, 5 * 365 * DAY, 997 * step):
+        assert v._day(ts) == day_of(ts, tz)
+    for ts in range(t(30) - 2 * DAY, t(30) + 4 * DAY, step):  # around the 2024-03-31 switch
+        assert v._day(ts) == day_of(ts, tz)
