@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from datetime import date
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def ev(
     deal_id: str = "d1",
     pipeline: str = "default",
     source: str = "hubspot",
-    **attrs: object,
+    **attrs: Any,
 ) -> DealEvent:
     return DealEvent(
         event_id=event_id,
@@ -40,7 +41,7 @@ def ev(
         stage=stage,
         amount=Decimal(amount),
         currency=currency,
-        **attrs,  # type: ignore[arg-type]
+        **attrs,
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -44,11 +45,11 @@ def ev(
     amount: str = "1000",
     currency: str = "USD",
     pipeline: str = "enterprise",
-    **attrs: object,
+    **attrs: Any,
 ) -> DealEvent:
     return DealEvent(
         event_id, "crm", deal_id, event_type, at, pipeline, stage, Decimal(amount), currency, **attrs
-    )  # type: ignore[arg-type]
+    )
 
 
 def views_of(*deals: Deal, tz: ZoneInfo = UTC_TZ) -> PipelineViews:
