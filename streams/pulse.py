@@ -357,9 +357,10 @@ class PulseViews:
         return head | _rows(self._tables)
 
 
-def _order(key: Sequence[Any]) -> tuple[tuple[int, Any], ...]:
-    # None (no department) sorts after every name, and never meets a str in a comparison.
-    return tuple((1, "") if v is None else (0, v) for v in key)
+def _order(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    # Every key ends with the department: None (no department) sorts after every name and
+    # never meets a str in a comparison.
+    return key[:-1], key[-1] is None, key[-1] or ""
 
 
 def _rows(tables: Mapping[str, Counters]) -> dict[str, list[list[Any]]]:
