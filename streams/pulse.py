@@ -54,7 +54,7 @@ import hmac
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -490,7 +490,7 @@ def _head(partial: Mapping[str, Any], k: int) -> tuple[ZoneInfo, tuple[str, ...]
     return ZoneInfo(partial["tz"]), _check_dimensions(partial["dimensions"])
 
 
-def _cells(rows: Iterable[Sequence[Any]], width: int, match: Any) -> dict[Cell, list[int]]:
+def _cells(rows: Iterable[Sequence[Any]], width: int, match: Callable[[Any], bool]) -> dict[Cell, list[int]]:
     """Sum rows whose first key column satisfies ``match`` by their cell (last 2 key columns)."""
     out: dict[Cell, list[int]] = {}
     for row in rows:
@@ -587,9 +587,9 @@ def pulse_view(partial: Mapping[str, Any], survey_id: str, k: int) -> dict[str, 
     response_cells = _cells(partial["responses"], 3, lambda s: s == survey_id)
     survey_hidden = suppressed_groups({c: v[0] for c, v in response_cells.items()}, dims, k)
     per_question: dict[str, list[list[Any]]] = defaultdict(list)
-    for row in partial["questions"]:
-        if row[0] == survey_id:
-            per_question[row[1]].append(row[1:])
+    for raw in partial["questions"]:
+        if raw[0] == survey_id:
+            per_question[raw[1]].append(raw[1:])
     questions = []
     for question_id in sorted(per_question):
         cells = _cells(per_question[question_id], 3, lambda _: True)
@@ -621,7 +621,7 @@ def enps_drops(
     previous = Period("previous-30d", current.first_day - DROP_WINDOW_DAYS, current.first_day - 1)
     cur_groups, cur_hidden = _window_table(partial, current, dims, k)
     prev_groups, prev_hidden = _window_table(partial, previous, dims, k)
-    drops = []
+    drops: list[dict[str, Any]] = []
     for group in cur_groups.keys() & prev_groups.keys():
         if group in cur_hidden or group in prev_hidden:
             continue

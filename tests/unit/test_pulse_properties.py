@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
@@ -47,7 +48,7 @@ response_bodies = st.fixed_dictionaries(
 @st.composite
 def streams_of_responses(draw: st.DrawFn) -> tuple[list[SurveyResponse], list[SurveyResponse]]:
     """(distinct responses, the same shuffled with duplicates) as Kafka may deliver them."""
-    bodies = draw(st.lists(response_bodies, min_size=1, max_size=25))
+    bodies: list[dict[str, Any]] = draw(st.lists(response_bodies, min_size=1, max_size=25))
     distinct = []
     for i, body in enumerate(bodies):
         score = body["enps_score"]
