@@ -122,21 +122,26 @@ class PipelineViews:
         new deal), ``new`` the state now in the table (None when it is removed)."""
         if old is new:
             return
-        delta: defaultdict[tuple[Any, ...], int] = defaultdict(int)
-        if old is not None:
-            for key, n in self._contributions_of_added(old).items():
-                delta[key] -= n
+        # ``removed`` is private to this call (fresh, or popped from the cache): mutate it
+        removed = self._contributions_of_added(old) if old is not None else {}
+        added: dict[tuple[Any, ...], int] = {}
         if new is not None:
             added = self._contributions(new)
-            for key, n in added.items():
-                delta[key] += n
             self._remember(new, added)
         counts = self._counts
-        for key, d in delta.items():
+        for key, n in added.items():
+            d = n - removed.pop(key, 0)
             if d:
-                n = counts.get(key, 0) + d
-                if n:
-                    counts[key] = n
+                total = counts.get(key, 0) + d
+                if total:
+                    counts[key] = total
+                else:
+                    del counts[key]
+        for key, n in removed.items():
+            if n:
+                total = counts.get(key, 0) - n
+                if total:
+                    counts[key] = total
                 else:
                     del counts[key]
 
