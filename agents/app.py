@@ -28,10 +28,11 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.outputs import Publisher
-from agents.records import DealRecord, FramedRecord, FramedTable
+from agents.records import DealRecord, FramedRecord, FramedTable, TableLedger
 from agents.settings import Settings
 from schemas.codec import Codec, DecodeError
 from sinks.metrics import SalesopsMetrics
+from sinks.webhook import WebhookSink
 from streams import deals as deal_core
 from streams import pulse
 from streams import stalled
@@ -125,6 +126,17 @@ class SalesopsWorker:
         )
         self.publisher = Publisher(self)
         self._define()
+        self.webhook: WebhookSink | None = None
+        if s.webhook_url:
+            self.webhook = WebhookSink(
+                s.webhook_url,
+                headers=s.webhook_headers,
+                template=s.webhook_template or None,
+                timeout_s=s.webhook_timeout_s,
+                retry_budget=s.webhook_retry_budget,
+                ledger=TableLedger(self.deliveries),
+            )
+            self.webhook.setup()
 
     # ------------------------------------------------------------------ topology
     def _define(self) -> None:
@@ -140,6 +152,7 @@ class SalesopsWorker:
         self.deals = app.Table("deals", default=None, partitions=s.topic_partitions, **table_opts)
         self.responses = app.Table("responses", default=None, partitions=s.topic_partitions, **table_opts)
         self.invitations = app.Table("invitations", default=None, partitions=s.topic_partitions, **table_opts)
+        self.deliveries = app.Table("deliveries", default=None, partitions=s.topic_partitions, **table_opts)
         self.deals.on_recover(self._rebuild_deal_views)
         self.responses.on_recover(self._rebuild_survey_views)
 
@@ -156,6 +169,14 @@ class SalesopsWorker:
                 msg = event.message
                 handler = self.on_response_message if msg.topic == s.responses_topic else self.on_invitation_message
                 await self.guarded(handler, msg)
+
+        if s.webhook_url:
+            self.alerts_in = app.topic(s.alerts_topic, **raw)
+
+            @app.agent(self.alerts_in, name="alert-delivery")
+            async def delivery_agent(stream: faust.StreamT) -> None:
+                async for event in stream.events():
+                    await self.guarded(self.deliver_alert, event.message)
 
         app.timer(s.flush_interval_s, name="publish-views")(self.publish_views)
         app.timer(s.stall_check_interval_s, name="stall-checks")(self.emit_due_checks)
@@ -283,6 +304,21 @@ class SalesopsWorker:
         await self.alerts.send(key=record["alert_id"].encode(), value=self.alert_codec.encode(record))
         self.metrics.alerts.labels(record["kind"], record["status"]).inc()
         log.info("alert id=%s status=%s", record["alert_id"], record["status"])
+
+    async def deliver_alert(self, msg: Any) -> None:
+        """Webhook delivery, at most one 2xx per (alert, status): the ledger is a table."""
+        decoded = self._decode(self.alert_codec, msg)
+        if isinstance(decoded, Rejection):
+            await self.send_dead_letter(msg, decoded.reason, decoded.detail)
+            return
+        record = {k: (int(v.timestamp() * 1000) if hasattr(v, "timestamp") else v) for k, v in decoded.items()}
+        assert self.webhook is not None  # the agent exists only with a webhook URL
+        result = await self.webhook.deliver(record)
+        if result.delivered:
+            self.metrics.alert_deliveries.labels("delivered" if result.attempts else "already_delivered").inc()
+        else:
+            self.metrics.alert_deliveries.labels("failed").inc()
+            await self.send_dead_letter(msg, "webhook_failed", f"after {result.attempts} attempts: {result.last_error}")
 
     async def emit_due_checks(self) -> None:
         for p, part in list(self.partitions.items()):

@@ -77,3 +77,20 @@ class FramedTable(MutableMapping[str, bytes]):
 
     def __len__(self) -> int:
         return len(self._table)
+
+
+class TableLedger:
+    """``DeliveryLedger`` over a Faust table: which (alert, status) a receiver acknowledged.
+
+    Written from the delivery agent's stream, so the entry is changelogged in the same
+    partition as the alert and survives restarts and rebalances.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def already_delivered(self, alert_id: str, status: str) -> bool:
+        return bool(self._table.get(f"{alert_id}|{status}".encode()))
+
+    def mark_delivered(self, alert_id: str, status: str) -> None:
+        self._table[f"{alert_id}|{status}".encode()] = b"1"

@@ -59,6 +59,7 @@ REASONS = (
     "too_many_questions",
     "negative_count",
     "internal_error",
+    "webhook_failed",
 )
 MAX_AMOUNT = Decimal("9999999999999999.99")  # decimal(18, 2)
 
