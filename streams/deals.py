@@ -173,10 +173,13 @@ class Deal:
         doc = json.loads(data)
         if doc.get("v") != _FORMAT_VERSION:
             raise ValueError(f"unsupported deal encoding version {doc.get('v')!r}")
-        obs = tuple(
-            Observation(t, k, sys.intern(s), sys.intern(st), Decimal(a), sys.intern(c))
-            for t, k, s, st, a, c in doc["obs"]
-        )
+        amounts: dict[str, Decimal] = {}  # an amount usually repeats: share one object
+        obs = []
+        for t, k, s, st, a, c in doc["obs"]:
+            amount = amounts.get(a)
+            if amount is None:
+                amount = amounts[a] = Decimal(a)
+            obs.append(Observation(t, k, sys.intern(s), sys.intern(st), amount, sys.intern(c)))
         last = obs[-1]
         close = doc.get("expected_close_date")
         return cls(
@@ -191,7 +194,7 @@ class Deal:
             region=doc.get("region"),
             expected_close_date=date.fromisoformat(close) if close is not None else None,
             probability=doc.get("probability"),
-            observations=obs,
+            observations=tuple(obs),
         )
 
 

@@ -12,8 +12,8 @@ removing every deal leaves exactly the empty view.
 A worker publishes :meth:`PipelineViews.partial` per partition; global numbers come from
 :func:`merge_partials` over the latest partial of every partition, then the query
 functions :func:`pipeline_rows`, :func:`funnel`, :func:`aging` and :func:`movement`.
-For Prometheus, the integrator maps ``pipeline_rows(p)["by_stage"]`` to the pipeline
-value gauges and ``funnel(...)["pipelines"][*]["stages"]`` to the conversion ratios.
+Prometheus gauges read ``pipeline_rows(p)["by_stage"]`` (pipeline value) and
+``funnel(...)["pipelines"][*]["stages"]`` (conversion ratios); no other helper is needed.
 
 What one deal contributes (``tz`` decides the calendar day of an instant):
 
@@ -47,8 +47,12 @@ What one deal contributes (``tz`` decides the calendar day of an instant):
   every month, new + reopened + increased - decreased - won - lost - deleted is the net
   change of the open value, and the open value at any month start is a prefix sum.
 
-Funnel and movement use the deal's *current* pipeline for its whole history, and every
-conversion to cents uses today's rates: views must be a function of today's state only.
+A deal's contribution depends on nothing but its current state (and the views' fixed
+config, rates and time zone), or subtracting it later would not cancel what was added:
+funnel and movement use the deal's *current* pipeline for its whole history, and every
+amount is converted at the configured rates, not the rate of the day (new rates take
+effect by a restart, which rebuilds the views).  Months and days are those of the views'
+time zone.
 """
 
 from __future__ import annotations
