@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import faust
 from aiohttp.web import Response as AioResponse
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -433,17 +433,13 @@ class SalesopsWorker:
         )
         await consumer.start()
         try:
+            # assign (no group): every worker reads every partition; the topic is created
+            # by ensure_topics with topic_partitions partitions
             topic = self.settings.topic("partials")
-            parts: set[int] | None = None
-            while parts is None:
-                parts = consumer.partitions_for_topic(topic)
-                if parts is None:
-                    await consumer.force_metadata_update()
-                    await asyncio.sleep(0.5)
-            from aiokafka import TopicPartition
-
+            parts = range(self.settings.topic_partitions)
             consumer.assign([TopicPartition(topic, p) for p in parts])
             await consumer.seek_to_beginning()
+            log.info("partials_reader_started topic=%s partitions=%s", topic, len(parts))
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
                 for records in batch.values():
