@@ -31,7 +31,7 @@ from agents.outputs import Publisher
 from agents.records import DealRecord, FramedRecord, FramedTable, TableLedger
 from agents.settings import Settings
 from schemas.codec import Codec, DecodeError
-from sinks.metrics import SalesopsMetrics
+from sinks.metrics import SalesopsMetrics, set_gauge_family
 from sinks.webhook import WebhookSink
 from streams import deals as deal_core
 from streams import pulse
@@ -101,6 +101,10 @@ class SalesopsWorker:
         self.partitions: dict[int, PartitionState] = {}
         self.survey_partitions: dict[int, SurveyPartition] = {}
         self.book = PartialBook()
+        # eNPS drop alerts: group -> FIRING record; recovered from the alerts topic at start
+        self.enps_firing: dict[str, dict[str, Any]] = {}
+        # global outputs wait until the partials/alerts reader has read to the end once
+        self.reader_caught_up = False
         self.secret = s.respondent_secret.value.encode()
         (Path(s.data_dir) / s.app_id).mkdir(parents=True, exist_ok=True)
         host = "127.0.0.1" if s.web_host in ("0.0.0.0", "") else s.web_host
@@ -200,6 +204,13 @@ class SalesopsWorker:
         return Limits(now_ms=self.now_ms(), max_future_ms=self.settings.max_future_s * 1000)
 
     async def send_dead_letter(self, msg: Any, reason: str, detail: str) -> None:
+        """Dead-letter one record.  Survey responses carry a respondent identifier, which
+        must never leave the worker, so their bytes are withheld: topic, partition and
+        offset point at the original, which stays in the input topic."""
+        value = msg.value
+        if msg.topic == self.settings.responses_topic:
+            value = None
+            detail += " (original value withheld: survey responses carry respondent identifiers; read it at the source offset)"
         record = {
             "reason": reason,
             "detail": detail,
@@ -207,7 +218,7 @@ class SalesopsWorker:
             "source_partition": msg.partition,
             "source_offset": msg.offset,
             "original_key": msg.key,
-            "original_value": msg.value,
+            "original_value": value,
             "failed_at": self.now_ms(),
         }
         await self.dead_letter.send(key=msg.key, value=self.dead_letter_codec.encode(record))
@@ -311,7 +322,7 @@ class SalesopsWorker:
         if isinstance(decoded, Rejection):
             await self.send_dead_letter(msg, decoded.reason, decoded.detail)
             return
-        record = {k: (int(v.timestamp() * 1000) if hasattr(v, "timestamp") else v) for k, v in decoded.items()}
+        record = {k: (_ms(v) if hasattr(v, "timestamp") else v) for k, v in decoded.items()}
         assert self.webhook is not None  # the agent exists only with a webhook URL
         result = await self.webhook.deliver(record)
         if result.delivered:
@@ -423,8 +434,9 @@ class SalesopsWorker:
                 self.book.put(f"pulse:{p}", partial)
                 await self.partials_topic.send(key=f"pulse:{p}".encode(), value=json.dumps(partial).encode())
         self.publisher.update_worker_gauges()
-        if 0 in self.partitions:
+        if 0 in self.partitions and self.reader_caught_up:
             await self.publisher.publish_global()
+            await self.check_enps_drops(self.merged_pulse(), self.now_ms())
 
     async def read_partials(self) -> None:
         """Follow the partials topic from the beginning, without a consumer group."""
@@ -437,17 +449,66 @@ class SalesopsWorker:
             # by ensure_topics with topic_partitions partitions
             topic = self.settings.topic("partials")
             parts = range(self.settings.topic_partitions)
-            consumer.assign([TopicPartition(topic, p) for p in parts])
+            consumer.assign([TopicPartition(t, p) for t in (topic, self.settings.alerts_topic) for p in parts])
             await consumer.seek_to_beginning()
             log.info("partials_reader_started topic=%s partitions=%s", topic, len(parts))
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
+                if not batch and not self.reader_caught_up:
+                    self.reader_caught_up = True
+                    log.info("partials_reader_caught_up partials=%s", len(self.book.latest))
+                for tp, records in batch.items():
                     for r in records:
-                        if r.key is not None and r.value is not None:
+                        if r.key is None or r.value is None:
+                            continue
+                        if tp.topic == topic:
                             self.book.put(r.key.decode(), json.loads(r.value))
+                        else:
+                            self._note_enps_alert(r.value)
         finally:
             await consumer.stop()
+
+    def _note_enps_alert(self, value: bytes) -> None:
+        """Follow eNPS drop alerts on the alerts topic, so a restarted or new publisher
+        neither repeats a FIRING nor forgets to resolve one."""
+        try:
+            rec = self.alert_codec.decode(value)
+        except DecodeError:
+            return
+        if rec["kind"] != "ENPS_DROP":
+            return
+        if rec["status"] == "FIRING":
+            self.enps_firing[rec["subject"]] = {**rec, "fired_at": _ms(rec["fired_at"])}
+        elif self.enps_firing.get(rec["subject"], {}).get("alert_id") == rec["alert_id"]:
+            del self.enps_firing[rec["subject"]]
+
+    async def check_enps_drops(self, merged: dict[str, Any], now: int) -> None:
+        """Publisher only: FIRING when a visible group's 30-day eNPS fell by more than the
+        threshold against the previous 30 days, RESOLVED when it no longer has."""
+        s = self.settings
+        all_drops = pulse.enps_drops(merged, now, s.anonymity_threshold, float("-inf"))
+        set_gauge_family(self.metrics.enps_drop, {(d["group"],): d["drop"] for d in all_drops})
+        dropping = {d["group"]: d for d in all_drops if d["drop"] > s.enps_drop_points}
+        for group, d in sorted(dropping.items()):
+            if group in self.enps_firing:
+                continue
+            day = time.strftime("%Y-%m-%d", time.gmtime(now / 1000))
+            record = {
+                "alert_id": f"enps_drop:{group}:{day}", "kind": "ENPS_DROP", "status": "FIRING", "subject": group,
+                "pipeline": None, "stage": None, "owner_id": None, "amount": None, "currency": None,
+                "days_in_stage": d["drop"], "threshold": s.enps_drop_points, "fired_at": now, "resolved_at": None,
+                "summary": f"eNPS of {group} fell {d['drop']:.1f} points in 30 days "
+                           f"({d['previous']:.1f} -> {d['current']:.1f}), threshold {s.enps_drop_points:g}",
+            }
+            self.enps_firing[group] = record
+            await self.emit_alert(record)
+        for group, firing in sorted(self.enps_firing.items()):
+            if group not in dropping:
+                resolved = {**firing, "status": "RESOLVED", "resolved_at": now,
+                            "summary": f"eNPS of {group} recovered: no longer more than "
+                                       f"{s.enps_drop_points:g} points below the previous 30 days"}
+                del self.enps_firing[group]
+                await self.emit_alert(resolved)
 
     # ------------------------------------------------------------------ queries
     def merged_deals(self) -> dict[str, Any]:
@@ -544,6 +605,10 @@ class SalesopsWorker:
             k = worker.settings.anonymity_threshold
             return _json(view, {"survey": survey, "threshold": k, "enps": pulse.enps_survey_view(merged, survey, k),
                                 "questions": pulse.pulse_view(merged, survey, k)})
+
+
+def _ms(value: Any) -> int:
+    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
 
 
 def merge_deal_partials(parts: list[dict[str, Any]]) -> dict[str, Any]:

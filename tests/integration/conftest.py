@@ -271,6 +271,24 @@ def consume_all(topic: str, expected: int, timeout: float = 60.0) -> list[Any]:
     return out
 
 
+def consume_until_quiet(topic: str, quiet_s: float = 2.0, timeout: float = 60.0) -> list[Any]:
+    """Everything a topic holds: read from the beginning until nothing new for ``quiet_s``."""
+    consumer = KafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    parts = poll(lambda: consumer.partitions_for_topic(topic), 30, what=f"topic {topic}")
+    tps = [TopicPartition(topic, p) for p in parts]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
+    while time.monotonic() - last_new < quiet_s and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            out.extend(records)
+            last_new = time.monotonic()
+    consumer.close()
+    return out
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agents.cli", *args],

@@ -23,7 +23,7 @@ def simulate(tmp_path, deals: int, seed: int):
 
 
 def test_sigkill_mid_import_then_restart_gives_the_reference(names: Names, start_worker, tmp_path) -> None:
-    path = simulate(tmp_path, 10_500, seed=11)
+    path = simulate(tmp_path, 12_500, seed=11)
     events = read_jsonl(path)
     assert len(events) >= 50_000
     ref = DealReference(events)
