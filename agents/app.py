@@ -11,7 +11,6 @@ are rebuilt from the recovered tables, never from counters.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -34,8 +33,7 @@ from schemas.codec import Codec, DecodeError
 from sinks.metrics import SalesopsMetrics, set_gauge_family
 from sinks.webhook import WebhookSink
 from streams import deals as deal_core
-from streams import pulse
-from streams import stalled
+from streams import pulse, stalled
 from streams.clock import Watermark
 from streams.periods import PeriodError, current_month, parse_period
 from streams.pipeline_views import PipelineViews, aging, funnel, merge_partials, movement, pipeline_rows
@@ -145,14 +143,19 @@ class SalesopsWorker:
     # ------------------------------------------------------------------ topology
     def _define(self) -> None:
         app, s = self.app, self.settings
-        raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+        }
         self.deal_input = app.topic(s.deal_events_topic, s.topic("stall-checks"), **raw)
         self.stall_checks = app.topic(s.topic("stall-checks"), partitions=s.topic_partitions, **raw)
         self.survey_input = app.topic(s.responses_topic, s.invitations_topic, **raw)
         self.dead_letter = app.topic(s.dead_letter_topic, **raw)
         self.alerts = app.topic(s.alerts_topic, **raw)
         self.partials_topic = app.topic(s.topic("partials"), **raw)
-        table_opts = {"key_type": bytes, "value_type": bytes}
+        table_opts: dict[str, Any] = {"key_type": bytes, "value_type": bytes}
         self.deals = app.Table("deals", default=None, partitions=s.topic_partitions, **table_opts)
         self.responses = app.Table("responses", default=None, partitions=s.topic_partitions, **table_opts)
         self.invitations = app.Table("invitations", default=None, partitions=s.topic_partitions, **table_opts)
@@ -171,7 +174,9 @@ class SalesopsWorker:
         async def survey_agent(stream: faust.StreamT) -> None:
             async for event in stream.events():
                 msg = event.message
-                handler = self.on_response_message if msg.topic == s.responses_topic else self.on_invitation_message
+                handler = (
+                    self.on_response_message if msg.topic == s.responses_topic else self.on_invitation_message
+                )
                 await self.guarded(handler, msg)
 
         if s.webhook_url:
@@ -210,7 +215,7 @@ class SalesopsWorker:
         value = msg.value
         if msg.topic == self.settings.responses_topic:
             value = None
-            detail += " (original value withheld: survey responses carry respondent identifiers; read it at the source offset)"
+            detail += " (value withheld: it names a respondent; read it at the source offset)"
         record = {
             "reason": reason,
             "detail": detail,
@@ -224,7 +229,13 @@ class SalesopsWorker:
         await self.dead_letter.send(key=msg.key, value=self.dead_letter_codec.encode(record))
         self.metrics.dead_letters.labels(reason).inc()
         self.metrics.events.labels(msg.topic, "dead_letter").inc()
-        log.info("dead_letter topic=%s partition=%s offset=%s reason=%s", msg.topic, msg.partition, msg.offset, reason)
+        log.info(
+            "dead_letter topic=%s partition=%s offset=%s reason=%s",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            reason,
+        )
 
     async def guarded(self, handler: Callable[[Any], Any], msg: Any) -> None:
         """Run one handler; a bug on one record dead-letters it (reason internal_error) and
@@ -232,7 +243,9 @@ class SalesopsWorker:
         try:
             await handler(msg)
         except Exception as exc:
-            log.exception("internal_error topic=%s partition=%s offset=%s", msg.topic, msg.partition, msg.offset)
+            log.exception(
+                "internal_error topic=%s partition=%s offset=%s", msg.topic, msg.partition, msg.offset
+            )
             await self.send_dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}")
 
     def _decode(self, codec: Codec, msg: Any) -> dict[str, Any] | Rejection:
@@ -258,8 +271,10 @@ class SalesopsWorker:
     async def on_deal_message(self, msg: Any) -> None:
         started = time.perf_counter()
         decoded = self._decode(self.deal_codec, msg)
-        result = decoded if isinstance(decoded, Rejection) else validate_deal(
-            decoded, self.config, self.rates, self._limits()
+        result = (
+            decoded
+            if isinstance(decoded, Rejection)
+            else validate_deal(decoded, self.config, self.rates, self._limits())
         )
         if isinstance(result, Rejection):
             await self.send_dead_letter(msg, result.reason, result.detail)
@@ -276,7 +291,9 @@ class SalesopsWorker:
             alert, transitions = stalled.on_deal_change(
                 old.deal if old else None, new_deal, old_alert, self.clock_ms(msg.partition), self.config
             )
-            self.deals[key] = DealRecord(msg.partition, new_deal, alert.to_dict() if alert else None).to_bytes()
+            self.deals[key] = DealRecord(
+                msg.partition, new_deal, alert.to_dict() if alert else None
+            ).to_bytes()
             part.views.replace(old.deal if old else None, new_deal)
             part.index.track(new_deal, alert)
             part.note_alert(new_deal.deal_id, alert.to_dict() if alert else None)
@@ -299,7 +316,9 @@ class SalesopsWorker:
             return
         rec = DealRecord.from_bytes(stored)
         old_alert = stalled.AlertState.from_dict(rec.alert) if rec.alert else None
-        alert, transitions = stalled.on_check(rec.deal, old_alert, check, self.clock_ms(msg.partition), self.config)
+        alert, transitions = stalled.on_check(
+            rec.deal, old_alert, check, self.clock_ms(msg.partition), self.config
+        )
         if transitions:
             self.deals[check.deal_id.encode()] = DealRecord(
                 rec.partition, rec.deal, alert.to_dict() if alert else None
@@ -326,17 +345,25 @@ class SalesopsWorker:
         assert self.webhook is not None  # the agent exists only with a webhook URL
         result = await self.webhook.deliver(record)
         if result.delivered:
-            self.metrics.alert_deliveries.labels("delivered" if result.attempts else "already_delivered").inc()
+            self.metrics.alert_deliveries.labels(
+                "delivered" if result.attempts else "already_delivered"
+            ).inc()
         else:
             self.metrics.alert_deliveries.labels("failed").inc()
-            await self.send_dead_letter(msg, "webhook_failed", f"after {result.attempts} attempts: {result.last_error}")
+            await self.send_dead_letter(
+                msg, "webhook_failed", f"after {result.attempts} attempts: {result.last_error}"
+            )
 
     async def emit_due_checks(self) -> None:
         for p, part in list(self.partitions.items()):
             for check in part.index.pop_due(self.clock_ms(p)):
                 body = json.dumps(
-                    {"deal_id": check.deal_id, "stage": check.stage, "entered_at": check.entered_at,
-                     "due_at": check.due_at}
+                    {
+                        "deal_id": check.deal_id,
+                        "stage": check.stage,
+                        "entered_at": check.entered_at,
+                        "due_at": check.due_at,
+                    }
                 ).encode()
                 await self.stall_checks.send(key=check.deal_id.encode(), value=body, partition=p)
 
@@ -360,8 +387,11 @@ class SalesopsWorker:
             part.note_alert(rec.deal.deal_id, rec.alert)
             last = rec.deal.observations[-1].occurred_at if rec.deal.observations else 0
             part.watermark.observe(last)
-        log.info("deal views rebuilt partitions=%s deals=%s", sorted(actives),
-                 sum(len(p.index) for p in self.partitions.values()))
+        log.info(
+            "deal views rebuilt partitions=%s deals=%s",
+            sorted(actives),
+            sum(len(p.index) for p in self.partitions.values()),
+        )
 
     # ------------------------------------------------------------------ surveys
     def _survey_partition(self, p: int) -> SurveyPartition:
@@ -409,7 +439,9 @@ class SalesopsWorker:
             if value:
                 rec = FramedRecord.from_bytes(value)
                 if rec.partition in self.survey_partitions:
-                    self.survey_partitions[rec.partition].views.set_invitation(None, pulse.invitation_from_bytes(rec.body))
+                    self.survey_partitions[rec.partition].views.set_invitation(
+                        None, pulse.invitation_from_bytes(rec.body)
+                    )
 
     # ------------------------------------------------------------------ publication
     def deal_partial(self, p: int, part: PartitionState) -> dict[str, Any]:
@@ -441,7 +473,9 @@ class SalesopsWorker:
     async def read_partials(self) -> None:
         """Follow the partials topic from the beginning, without a consumer group."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_list, enable_auto_commit=False, auto_offset_reset="earliest"
+            bootstrap_servers=self.settings.bootstrap_list,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
         await consumer.start()
         try:
@@ -449,7 +483,9 @@ class SalesopsWorker:
             # by ensure_topics with topic_partitions partitions
             topic = self.settings.topic("partials")
             parts = range(self.settings.topic_partitions)
-            consumer.assign([TopicPartition(t, p) for t in (topic, self.settings.alerts_topic) for p in parts])
+            consumer.assign(
+                [TopicPartition(t, p) for t in (topic, self.settings.alerts_topic) for p in parts]
+            )
             await consumer.seek_to_beginning()
             log.info("partials_reader_started topic=%s partitions=%s", topic, len(parts))
             while True:
@@ -494,19 +530,33 @@ class SalesopsWorker:
                 continue
             day = time.strftime("%Y-%m-%d", time.gmtime(now / 1000))
             record = {
-                "alert_id": f"enps_drop:{group}:{day}", "kind": "ENPS_DROP", "status": "FIRING", "subject": group,
-                "pipeline": None, "stage": None, "owner_id": None, "amount": None, "currency": None,
-                "days_in_stage": d["drop"], "threshold": s.enps_drop_points, "fired_at": now, "resolved_at": None,
+                "alert_id": f"enps_drop:{group}:{day}",
+                "kind": "ENPS_DROP",
+                "status": "FIRING",
+                "subject": group,
+                "pipeline": None,
+                "stage": None,
+                "owner_id": None,
+                "amount": None,
+                "currency": None,
+                "days_in_stage": d["drop"],
+                "threshold": s.enps_drop_points,
+                "fired_at": now,
+                "resolved_at": None,
                 "summary": f"eNPS of {group} fell {d['drop']:.1f} points in 30 days "
-                           f"({d['previous']:.1f} -> {d['current']:.1f}), threshold {s.enps_drop_points:g}",
+                f"({d['previous']:.1f} -> {d['current']:.1f}), threshold {s.enps_drop_points:g}",
             }
             self.enps_firing[group] = record
             await self.emit_alert(record)
         for group, firing in sorted(self.enps_firing.items()):
             if group not in dropping:
-                resolved = {**firing, "status": "RESOLVED", "resolved_at": now,
-                            "summary": f"eNPS of {group} recovered: no longer more than "
-                                       f"{s.enps_drop_points:g} points below the previous 30 days"}
+                resolved = {
+                    **firing,
+                    "status": "RESOLVED",
+                    "resolved_at": now,
+                    "summary": f"eNPS of {group} recovered: no longer more than "
+                    f"{s.enps_drop_points:g} points below the previous 30 days",
+                }
                 del self.enps_firing[group]
                 await self.emit_alert(resolved)
 
@@ -532,14 +582,21 @@ class SalesopsWorker:
         @app.page("/metrics")
         async def metrics_page(view: View, request: Request) -> Response:
             # aiohttp refuses a charset inside content_type=, so the header is set directly
-            return AioResponse(body=generate_latest(worker.metrics.registry),
-                               headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return AioResponse(  # type: ignore[return-value]  # faust's Response is aiohttp's
+                body=generate_latest(worker.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            )
 
         @app.page("/api/pipeline")
         async def pipeline_page(view: View, request: Request) -> Response:
             merged = worker.merged_deals()
-            return _json(view, {"as_of": worker.global_now_ms(), "currency": worker.rates.reporting_currency,
-                                **pipeline_rows(merged["views"])})
+            return _json(
+                view,
+                {
+                    "as_of": worker.global_now_ms(),
+                    "currency": worker.rates.reporting_currency,
+                    **pipeline_rows(merged["views"]),
+                },
+            )
 
         @app.page("/api/funnel")
         async def funnel_page(view: View, request: Request) -> Response:
@@ -567,8 +624,14 @@ class SalesopsWorker:
                     raise PeriodError("movement needs a month (YYYY-MM) or quarter (YYYY-Qn)")
             except PeriodError as exc:
                 return _json(view, {"error": str(exc)}, status=400)
-            return _json(view, {"as_of": now, "period": period.label,
-                                "pipelines": movement(worker.merged_deals()["views"], period)})
+            return _json(
+                view,
+                {
+                    "as_of": now,
+                    "period": period.label,
+                    "pipelines": movement(worker.merged_deals()["views"], period),
+                },
+            )
 
         @app.page("/api/alerts")
         async def alerts_page(view: View, request: Request) -> Response:
@@ -589,12 +652,15 @@ class SalesopsWorker:
             window = request.query.get("window", "30d")
             if not window.endswith("d") or not window[:-1].isdigit():
                 return _json(view, {"error": "window must look like 30d"}, status=400)
-            rows = pulse.enps_view(worker.merged_pulse(), int(window[:-1]), worker.now_ms(),
-                                   worker.settings.anonymity_threshold)
+            rows = pulse.enps_view(
+                worker.merged_pulse(), int(window[:-1]), worker.now_ms(), worker.settings.anonymity_threshold
+            )
             group = request.query.get("group")
             if group:
                 rows = [r for r in rows if r["group"] == group]
-            return _json(view, {"window": window, "threshold": worker.settings.anonymity_threshold, "groups": rows})
+            return _json(
+                view, {"window": window, "threshold": worker.settings.anonymity_threshold, "groups": rows}
+            )
 
         @app.page("/api/pulse")
         async def pulse_page(view: View, request: Request) -> Response:
@@ -603,8 +669,15 @@ class SalesopsWorker:
                 return _json(view, {"error": "survey is required"}, status=400)
             merged = worker.merged_pulse()
             k = worker.settings.anonymity_threshold
-            return _json(view, {"survey": survey, "threshold": k, "enps": pulse.enps_survey_view(merged, survey, k),
-                                "questions": pulse.pulse_view(merged, survey, k)})
+            return _json(
+                view,
+                {
+                    "survey": survey,
+                    "threshold": k,
+                    "enps": pulse.enps_survey_view(merged, survey, k),
+                    "questions": pulse.pulse_view(merged, survey, k),
+                },
+            )
 
 
 def _ms(value: Any) -> int:

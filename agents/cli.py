@@ -45,15 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--survey-waves", type=int, default=2, help="number of survey waves")
     sim.add_argument("--employees", type=int, default=120, help="employees invited per wave")
     sim.add_argument("--rate", type=float, default=0.0, help="events per second; 0 = as fast as possible")
-    sim.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)")
+    sim.add_argument(
+        "--duration", type=float, default=0.0, help="stop after this many seconds (0 = no limit)"
+    )
     sim.add_argument("--count", type=int, default=0, help="stop after this many events (0 = all generated)")
     sim.add_argument("--duplicate-rate", type=float, default=0.02, help="share of events delivered twice")
-    sim.add_argument("--reorder-rate", type=float, default=0.05, help="share of events delivered out of order")
+    sim.add_argument(
+        "--reorder-rate", type=float, default=0.05, help="share of events delivered out of order"
+    )
     sim.add_argument("--stall-rate", type=float, default=0.1, help="share of deals that stall in a stage")
     sim.add_argument("--start", help="event time of the first event (ISO-8601); default: 120 days ago")
     sim.add_argument("--loop", action="store_true", help="keep generating new deals until stopped")
-    sim.add_argument("--output-dir", type=Path, help="write deals.jsonl, surveys.jsonl, invitations.jsonl here "
-                     "instead of producing to Kafka")
+    sim.add_argument(
+        "--output-dir",
+        type=Path,
+        help="write deals.jsonl, surveys.jsonl, invitations.jsonl here instead of producing to Kafka",
+    )
 
     top = sub.add_parser("topics", help="create (or list) the topics salesops uses")
     top.add_argument("--list", action="store_true", help="only list what exists")

@@ -50,14 +50,23 @@ def pipeline_records(rows: dict[str, list[dict[str, Any]]], currency: str) -> di
     out: dict[str, dict[str, Any]] = {}
     for row in rows["by_stage"]:
         out[f"stage:{row['pipeline']}:{row['stage']}"] = {
-            "dimension": "stage", "pipeline": row["pipeline"], "value_of": row["stage"], "deals": row["deals"],
-            "value": _money(row["value_cents"]), "weighted_value": _money(row["weighted_cents"]), "currency": currency,
+            "dimension": "stage",
+            "pipeline": row["pipeline"],
+            "value_of": row["stage"],
+            "deals": row["deals"],
+            "value": _money(row["value_cents"]),
+            "weighted_value": _money(row["weighted_cents"]),
+            "currency": currency,
         }
     for dim in ("owner", "team", "region"):
         for row in rows[f"by_{dim}"]:
             out[f"{dim}:{row[dim]}"] = {
-                "dimension": dim, "pipeline": None, "value_of": str(row[dim]), "deals": row["deals"],
-                "value": _money(row["value_cents"]), "weighted_value": _money(row["weighted_cents"]),
+                "dimension": dim,
+                "pipeline": None,
+                "value_of": str(row[dim]),
+                "deals": row["deals"],
+                "value": _money(row["value_cents"]),
+                "weighted_value": _money(row["weighted_cents"]),
                 "currency": currency,
             }
     return out
@@ -67,17 +76,35 @@ def funnel_records(result: dict[str, Any], currency: str) -> dict[str, dict[str,
     out = {}
     for p in result["pipelines"]:
         out[f"{result['period']}:{p['pipeline']}"] = {
-            "period": result["period"], "pipeline": p["pipeline"],
+            "period": result["period"],
+            "pipeline": p["pipeline"],
             "stages": [
-                {k: s[k] for k in ("stage", "entered", "exited", "advanced", "regressed", "cohort_entered",
-                                   "cohort_advanced", "window_conversion", "cohort_conversion")}
+                {
+                    k: s[k]
+                    for k in (
+                        "stage",
+                        "entered",
+                        "exited",
+                        "advanced",
+                        "regressed",
+                        "cohort_entered",
+                        "cohort_advanced",
+                        "window_conversion",
+                        "cohort_conversion",
+                    )
+                }
                 for s in p["stages"]
             ],
-            "won_count": p["won_count"], "won_value": _money(p["won_cents"]),
-            "lost_count": p["lost_count"], "lost_value": _money(p["lost_cents"]),
-            "win_rate_count": p["win_rate_count"], "win_rate_value": p["win_rate_value"],
-            "avg_deal_size": p["avg_deal_size"], "avg_cycle_days": p["avg_cycle_days"],
-            "open_deals": p["open_deals"], "sales_velocity_per_day": p["sales_velocity_per_day"],
+            "won_count": p["won_count"],
+            "won_value": _money(p["won_cents"]),
+            "lost_count": p["lost_count"],
+            "lost_value": _money(p["lost_cents"]),
+            "win_rate_count": p["win_rate_count"],
+            "win_rate_value": p["win_rate_value"],
+            "avg_deal_size": p["avg_deal_size"],
+            "avg_cycle_days": p["avg_cycle_days"],
+            "open_deals": p["open_deals"],
+            "sales_velocity_per_day": p["sales_velocity_per_day"],
             "currency": currency,
         }
     return out
@@ -86,8 +113,12 @@ def funnel_records(result: dict[str, Any], currency: str) -> dict[str, dict[str,
 def movement_records(period: str, rows: list[dict[str, Any]], currency: str) -> dict[str, dict[str, Any]]:
     names = ("start", "new", "reopened", "increased", "decreased", "won", "lost", "deleted", "end")
     return {
-        f"{period}:{r['pipeline']}": {"period": period, "pipeline": r["pipeline"], "currency": currency,
-                                      **{n: _money(r[f"{n}_cents"]) for n in names}}
+        f"{period}:{r['pipeline']}": {
+            "period": period,
+            "pipeline": r["pipeline"],
+            "currency": currency,
+            **{n: _money(r[f"{n}_cents"]) for n in names},
+        }
         for r in rows
     }
 
@@ -117,10 +148,13 @@ class Publisher:
         rows = pipeline_rows(own)["by_stage"]
         set_gauge_family(m.pipeline_value, {(r["pipeline"], r["stage"], currency): r["value"] for r in rows})
         set_gauge_family(
-            m.pipeline_weighted_value, {(r["pipeline"], r["stage"], currency): r["weighted_value"] for r in rows}
+            m.pipeline_weighted_value,
+            {(r["pipeline"], r["stage"], currency): r["weighted_value"] for r in rows},
         )
         set_gauge_family(m.pipeline_deals, {(r["pipeline"], r["stage"]): r["deals"] for r in rows})
-        stalled = Counter((a["pipeline"], a["stage"]) for p in w.partitions.values() for a in p.firing.values())
+        stalled = Counter(
+            (a["pipeline"], a["stage"]) for p in w.partitions.values() for a in p.firing.values()
+        )
         set_gauge_family(m.stalled_deals, {k: float(v) for k, v in stalled.items()})
 
     # -------------------------------------------------------------- global outputs
@@ -155,17 +189,26 @@ class Publisher:
             self._enps[f"{days}d"] = rows
             for r in rows:
                 records["enps"][f"{days}d:{r['group']}"] = {
-                    "group": r["group"], "window": f"{days}d", "responses": r["responses"],
+                    "group": r["group"],
+                    "window": f"{days}d",
+                    "responses": r["responses"],
                     "suppressed": r["suppressed"],
-                    **{f: r.get(f) for f in ("promoters", "passives", "detractors", "enps", "margin_of_error")},
+                    **{
+                        f: r.get(f)
+                        for f in ("promoters", "passives", "detractors", "enps", "margin_of_error")
+                    },
                 }
         for survey in sorted({row[0] for row in pulse_partial.get("responses", [])}):
             for q in pulse.pulse_view(pulse_partial, survey, k)["questions"]:
                 for r in q["groups"]:
                     records["pulse"][f"{survey}:{q['question_id']}:{r['group']}"] = {
-                        "survey_id": survey, "question_id": q["question_id"], "group": r["group"],
-                        "responses": r["responses"], "suppressed": r["suppressed"],
-                        "mean_score": r.get("mean_score"), "favourable_ratio": r.get("favourable_ratio"),
+                        "survey_id": survey,
+                        "question_id": q["question_id"],
+                        "group": r["group"],
+                        "responses": r["responses"],
+                        "suppressed": r["suppressed"],
+                        "mean_score": r.get("mean_score"),
+                        "favourable_ratio": r.get("favourable_ratio"),
                     }
         return records
 

@@ -9,8 +9,8 @@ entries of the partitions this worker actively owns.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 from streams.deals import Deal

@@ -38,7 +38,9 @@ def _f(default: Any, doc: str) -> Any:
 class Settings:
     kafka_bootstrap: str = _f("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port")
     app_id: str = _f("salesops", "Faust app id = Kafka consumer group and changelog topic prefix")
-    redis_url: str = _f("redis://127.0.0.1:6380/0", "Redis URL for view snapshots; empty disables the Redis sink")
+    redis_url: str = _f(
+        "redis://127.0.0.1:6380/0", "Redis URL for view snapshots; empty disables the Redis sink"
+    )
     redis_prefix: str = _f("salesops", "Prefix of every Redis key")
     web_host: str = _f("0.0.0.0", "Address the worker's web server (/metrics, /api) binds to")
     web_port: int = _f(6066, "Port of the worker's web server")

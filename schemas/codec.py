@@ -65,7 +65,7 @@ class Codec:
         self._writers: dict[bytes, Any] = {self._header[2:]: None}
         for old in writer_versions:
             self._writers[fingerprint(old)] = fastavro.parse_schema(json.loads(old))
-        self.name: str = self._parsed["name"]
+        self.name: str = json.loads(schema_json)["name"]
 
     @classmethod
     def for_record(cls, name: str) -> Codec:

@@ -24,10 +24,16 @@ class SalesopsMetrics:
         self.build_info = Info("salesops_build", "salesops version", registry=r)
         self.build_info.info({"version": VERSION})
         self.events = Counter(
-            "salesops_events_total", "Input records handled, by topic and outcome", ["topic", "outcome"], registry=r
+            "salesops_events_total",
+            "Input records handled, by topic and outcome",
+            ["topic", "outcome"],
+            registry=r,
         )
         self.dead_letters = Counter(
-            "salesops_dead_letter_total", "Records sent to the dead-letter topic, by reason", ["reason"], registry=r
+            "salesops_dead_letter_total",
+            "Records sent to the dead-letter topic, by reason",
+            ["reason"],
+            registry=r,
         )
         self.late_events = Counter(
             "salesops_late_events_total", "Events older than the partition's watermark", ["topic"], registry=r
@@ -68,7 +74,10 @@ class SalesopsMetrics:
             "salesops_pipeline_deals", "Open deals", ["pipeline", "stage"], registry=r
         )
         self.stalled_deals = Gauge(
-            "salesops_stalled_deals", "Open deals past their stage's stalled threshold", ["pipeline", "stage"], registry=r
+            "salesops_stalled_deals",
+            "Open deals past their stage's stalled threshold",
+            ["pipeline", "stage"],
+            registry=r,
         )
         # Global ratios (publisher only)
         self.stage_conversion = Gauge(
@@ -84,17 +93,27 @@ class SalesopsMetrics:
             registry=r,
         )
         self.win_rate = Gauge(
-            "salesops_win_rate_ratio", "won / (won + lost) in the window", ["pipeline", "window", "basis"], registry=r
+            "salesops_win_rate_ratio",
+            "won / (won + lost) in the window",
+            ["pipeline", "window", "basis"],
+            registry=r,
         )
         self.closed_deals = Gauge(
-            "salesops_closed_deals", "Deals closed in the window", ["pipeline", "window", "outcome"], registry=r
+            "salesops_closed_deals",
+            "Deals closed in the window",
+            ["pipeline", "window", "outcome"],
+            registry=r,
         )
         self.average_deal_size = Gauge(
-            "salesops_average_deal_size", "Won value / won count in the window", ["pipeline", "window", "currency"],
+            "salesops_average_deal_size",
+            "Won value / won count in the window",
+            ["pipeline", "window", "currency"],
             registry=r,
         )
         self.sales_cycle = Gauge(
-            "salesops_sales_cycle_seconds", "Average creation-to-won time in the window", ["pipeline", "window"],
+            "salesops_sales_cycle_seconds",
+            "Average creation-to-won time in the window",
+            ["pipeline", "window"],
             registry=r,
         )
         self.sales_velocity = Gauge(
@@ -145,4 +164,5 @@ def set_gauge_family(gauge: Gauge, values: dict[tuple[str, ...], float]) -> None
 
 
 def _label_sets(gauge: Gauge) -> list[tuple[str, ...]]:
-    return list(gauge._metrics.keys())  # client_python keeps children keyed by label tuple
+    # client_python keeps a gauge's children keyed by their label-value tuple
+    return [tuple(labels) for labels in gauge._metrics]

@@ -9,7 +9,7 @@ stages count as passed through), a move to a lower rank is a regression.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -120,7 +120,12 @@ def load_pipelines(path: Path | str = DEFAULT_PIPELINES_FILE) -> PipelineConfig:
                 )
                 for s in raw["stages"]
             )
-            p = Pipeline(id=str(raw["id"]), stages=stages, won_stage=str(raw["won_stage"]), lost_stage=str(raw["lost_stage"]))
+            p = Pipeline(
+                id=str(raw["id"]),
+                stages=stages,
+                won_stage=str(raw["won_stage"]),
+                lost_stage=str(raw["lost_stage"]),
+            )
         except KeyError as exc:
             raise ConfigError(f"{path}: pipeline #{i + 1} lacks {exc.args[0]!r}") from exc
         ids = [s.id for s in stages] + [p.won_stage, p.lost_stage]

@@ -32,13 +32,164 @@ from streams.pipelines import PipelineConfig, Rates
 # Active ISO 4217 alphabetic codes (list one, 2024), plus the funds/precious-metal codes
 # a CRM may legitimately carry are left out on purpose: deals are priced in currencies.
 ISO_4217 = frozenset(
-    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN
-    BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP
-    GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS
-    KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR
-    MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF
-    SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD
-    TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG""".split()
+    [
+        "AED",
+        "AFN",
+        "ALL",
+        "AMD",
+        "ANG",
+        "AOA",
+        "ARS",
+        "AUD",
+        "AWG",
+        "AZN",
+        "BAM",
+        "BBD",
+        "BDT",
+        "BGN",
+        "BHD",
+        "BIF",
+        "BMD",
+        "BND",
+        "BOB",
+        "BRL",
+        "BSD",
+        "BTN",
+        "BWP",
+        "BYN",
+        "BZD",
+        "CAD",
+        "CDF",
+        "CHF",
+        "CLP",
+        "CNY",
+        "COP",
+        "CRC",
+        "CUP",
+        "CVE",
+        "CZK",
+        "DJF",
+        "DKK",
+        "DOP",
+        "DZD",
+        "EGP",
+        "ERN",
+        "ETB",
+        "EUR",
+        "FJD",
+        "FKP",
+        "GBP",
+        "GEL",
+        "GHS",
+        "GIP",
+        "GMD",
+        "GNF",
+        "GTQ",
+        "GYD",
+        "HKD",
+        "HNL",
+        "HTG",
+        "HUF",
+        "IDR",
+        "ILS",
+        "INR",
+        "IQD",
+        "IRR",
+        "ISK",
+        "JMD",
+        "JOD",
+        "JPY",
+        "KES",
+        "KGS",
+        "KHR",
+        "KMF",
+        "KPW",
+        "KRW",
+        "KWD",
+        "KYD",
+        "KZT",
+        "LAK",
+        "LBP",
+        "LKR",
+        "LRD",
+        "LSL",
+        "LYD",
+        "MAD",
+        "MDL",
+        "MGA",
+        "MKD",
+        "MMK",
+        "MNT",
+        "MOP",
+        "MRU",
+        "MUR",
+        "MVR",
+        "MWK",
+        "MXN",
+        "MYR",
+        "MZN",
+        "NAD",
+        "NGN",
+        "NIO",
+        "NOK",
+        "NPR",
+        "NZD",
+        "OMR",
+        "PAB",
+        "PEN",
+        "PGK",
+        "PHP",
+        "PKR",
+        "PLN",
+        "PYG",
+        "QAR",
+        "RON",
+        "RSD",
+        "RUB",
+        "RWF",
+        "SAR",
+        "SBD",
+        "SCR",
+        "SDG",
+        "SEK",
+        "SGD",
+        "SHP",
+        "SLE",
+        "SOS",
+        "SRD",
+        "SSP",
+        "STN",
+        "SVC",
+        "SYP",
+        "SZL",
+        "THB",
+        "TJS",
+        "TMT",
+        "TND",
+        "TOP",
+        "TRY",
+        "TTD",
+        "TWD",
+        "TZS",
+        "UAH",
+        "UGX",
+        "USD",
+        "UYU",
+        "UZS",
+        "VES",
+        "VND",
+        "VUV",
+        "WST",
+        "XAF",
+        "XCD",
+        "XCG",
+        "XOF",
+        "XPF",
+        "YER",
+        "ZAR",
+        "ZMW",
+        "ZWG",
+    ]
 )
 
 # Reason codes; each is a label value of salesops_dead_letter_total{reason}.
@@ -138,7 +289,9 @@ def to_epoch_ms(value: Any, name: str) -> int:
 def _timestamp(raw: Mapping[str, Any], name: str, limits: Limits) -> int:
     ts = to_epoch_ms(_required(raw, name), name)
     if ts > limits.now_ms + limits.max_future_ms:
-        raise _Invalid("future_timestamp", f"{name} {ts} is more than {limits.max_future_ms} ms in the future")
+        raise _Invalid(
+            "future_timestamp", f"{name} {ts} is more than {limits.max_future_ms} ms in the future"
+        )
     if ts < 0:
         raise _Invalid("invalid_type", f"{name} {ts} is before 1970")
     return ts
@@ -201,7 +354,9 @@ def validate_deal(
     try:
         event_type = _str(raw, "event_type").upper()
         if event_type not in DEAL_EVENT_TYPES:
-            raise _Invalid("invalid_enum", f"event_type {event_type!r} is not one of {', '.join(DEAL_EVENT_TYPES)}")
+            raise _Invalid(
+                "invalid_enum", f"event_type {event_type!r} is not one of {', '.join(DEAL_EVENT_TYPES)}"
+            )
         currency = _str(raw, "currency").strip().upper()
         if currency not in ISO_4217:
             raise _Invalid("invalid_currency", f"currency {currency!r} is not an ISO 4217 code")
@@ -249,7 +404,9 @@ def _answers(raw: Mapping[str, Any]) -> tuple[PulseAnswer, ...]:
     if not isinstance(items, list | tuple):
         raise _Invalid("invalid_type", "answers must be a list")
     if len(items) > MAX_PULSE_QUESTIONS:
-        raise _Invalid("too_many_questions", f"{len(items)} pulse answers, at most {MAX_PULSE_QUESTIONS} allowed")
+        raise _Invalid(
+            "too_many_questions", f"{len(items)} pulse answers, at most {MAX_PULSE_QUESTIONS} allowed"
+        )
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, Mapping):
@@ -261,7 +418,9 @@ def _answers(raw: Mapping[str, Any]) -> tuple[PulseAnswer, ...]:
         if not 2 <= scale_max <= 10:
             raise _Invalid("invalid_scale", f"answers[{i}].scale_max must be 2..10, got {scale_max}")
         if not 1 <= score <= scale_max:
-            raise _Invalid("score_out_of_range", f"answers[{i}] ({qid}) score {score} is outside 1..{scale_max}")
+            raise _Invalid(
+                "score_out_of_range", f"answers[{i}] ({qid}) score {score} is outside 1..{scale_max}"
+            )
         out.append(PulseAnswer(qid, score, scale_max))
     if len({a.question_id for a in out}) != len(out):
         raise _Invalid("invalid_type", "answers name a question twice")
@@ -340,7 +499,9 @@ def response_to_record(event: SurveyResponse) -> dict[str, Any]:
         "department": event.department,
         "enps_score": event.enps_score,
         "enps_scale_min": event.enps_scale_min,
-        "answers": [{"question_id": a.question_id, "score": a.score, "scale_max": a.scale_max} for a in event.answers],
+        "answers": [
+            {"question_id": a.question_id, "score": a.score, "scale_max": a.scale_max} for a in event.answers
+        ],
     }
 
 

@@ -30,7 +30,14 @@ from streams import stalled
 from streams.clock import Watermark
 from streams.events import DAY_MS, DealEvent
 from streams.pipeline_views import PipelineViews
-from streams.pipelines import DEFAULT_PIPELINES_FILE, DEFAULT_RATES_FILE, PipelineConfig, Rates, load_pipelines, load_rates
+from streams.pipelines import (
+    DEFAULT_PIPELINES_FILE,
+    DEFAULT_RATES_FILE,
+    PipelineConfig,
+    Rates,
+    load_pipelines,
+    load_rates,
+)
 from streams.validation import Limits, Rejection, validate_deal
 
 SIMULATED_DAYS = 120
@@ -186,12 +193,16 @@ class ObjectsOnly:
 
     def __init__(self) -> None:
         self.config, rates = core_config()
+        self.rates = rates
         self.deals: dict[str, deal_core.Deal] = {}
-        self.views = {p: PipelineViews(self.config, rates, ZoneInfo("UTC")) for p in range(64)}
+        self.views: dict[int, PipelineViews] = {}
 
     def apply(self, partition: int, event: DealEvent) -> None:
+        views = self.views.get(partition)
+        if views is None:
+            views = self.views[partition] = PipelineViews(self.config, self.rates, ZoneInfo("UTC"))
         old = self.deals.get(event.deal_id)
         new = deal_core.apply(old, event, self.config)
         if new is not None:
             self.deals[event.deal_id] = new
-            self.views[partition].replace(old, new)
+            views.replace(old, new)

@@ -150,7 +150,11 @@ class WorkerProcess:
         env.setdefault("SALESOPS_DATA_DIR", str(self.log_path.parent / f"data-{self.port}"))
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agents.cli", "worker"], cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "agents.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         return self
 
@@ -220,7 +224,9 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(kafka_bootstrap: str, redis_client: redis.Redis, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(
+    kafka_bootstrap: str, redis_client: redis.Redis, tmp_path: Path
+) -> Iterator[Callable[..., WorkerProcess]]:
     workers: list[WorkerProcess] = []
 
     def _start(env: dict[str, str], ready: bool = True) -> WorkerProcess:
@@ -289,7 +295,9 @@ def consume_until_quiet(topic: str, quiet_s: float = 2.0, timeout: float = 60.0)
     return out
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agents.cli", *args],
         cwd=ROOT,

@@ -41,8 +41,10 @@ class DealReference:
         by_deal: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for e in unique.values():
             by_deal[e["deal_id"]].append(e)
-        self.deals = {d: sorted(evs, key=lambda e: (int(e["occurred_at"]), f"{e['source']}:{e['event_id']}"))
-                      for d, evs in by_deal.items()}
+        self.deals = {
+            d: sorted(evs, key=lambda e: (int(e["occurred_at"]), f"{e['source']}:{e['event_id']}"))
+            for d, evs in by_deal.items()
+        }
 
     def status(self, e: dict[str, Any]) -> str:
         p = self.pipelines.get(e["pipeline"], {})
@@ -81,7 +83,9 @@ class DealReference:
 
     def closed_in(self, first_day: int, last_day: int) -> dict[str, dict[str, int]]:
         """Per pipeline: won/lost counts and cents of deals whose final close fell in the days."""
-        out: dict[str, dict[str, int]] = defaultdict(lambda: {"won": 0, "lost": 0, "won_cents": 0, "lost_cents": 0})
+        out: dict[str, dict[str, int]] = defaultdict(
+            lambda: {"won": 0, "lost": 0, "won_cents": 0, "lost_cents": 0}
+        )
         for evs in self.deals.values():
             final = self.status(evs[-1])
             if final not in ("won", "lost"):

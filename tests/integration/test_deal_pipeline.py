@@ -24,8 +24,21 @@ def latest_by_key(records: list) -> dict[str, bytes | None]:
 @pytest.fixture
 def simulated(tmp_path, names: Names):
     out = tmp_path / "sim"
-    gen = run_cli("simulate", "--seed", "7", "--deals", "400", "--survey-waves", "0", "--output-dir", str(out),
-                  "--duplicate-rate", "0.05", "--reorder-rate", "0.1")
+    gen = run_cli(
+        "simulate",
+        "--seed",
+        "7",
+        "--deals",
+        "400",
+        "--survey-waves",
+        "0",
+        "--output-dir",
+        str(out),
+        "--duplicate-rate",
+        "0.05",
+        "--reorder-rate",
+        "0.1",
+    )
     assert gen.returncode == 0, gen.stderr
     create_topic(names.deal_events, names.partitions)
     imported = run_cli("import", "deals", str(out / "deals.jsonl"), "--no-progress", env=names.env())
@@ -38,8 +51,9 @@ def api_by_stage(worker) -> dict[tuple[str, str], tuple[int, int, int]]:
     return {(r["pipeline"], r["stage"]): (r["deals"], r["value_cents"], r["weighted_cents"]) for r in rows}
 
 
-def test_views_match_reference_over_api_redis_and_topics(names: Names, simulated: DealReference,
-                                                         start_worker, redis_client) -> None:
+def test_views_match_reference_over_api_redis_and_topics(
+    names: Names, simulated: DealReference, start_worker, redis_client
+) -> None:
     ref = simulated
     expected = ref.open_by_stage()
     worker = start_worker(names.env())
@@ -52,7 +66,11 @@ def test_views_match_reference_over_api_redis_and_topics(names: Names, simulated
     for p in funnel["pipelines"]:
         want = closed.get(p["pipeline"], {"won": 0, "lost": 0, "won_cents": 0, "lost_cents": 0})
         assert (p["won_count"], p["lost_count"], p["won_cents"], p["lost_cents"]) == (
-            want["won"], want["lost"], want["won_cents"], want["lost_cents"]), p["pipeline"]
+            want["won"],
+            want["lost"],
+            want["won_cents"],
+            want["lost_cents"],
+        ), p["pipeline"]
         if want["won"] + want["lost"]:
             assert p["win_rate_count"] == pytest.approx(want["won"] / (want["won"] + want["lost"]))
 
@@ -71,15 +89,26 @@ def test_views_match_reference_over_api_redis_and_topics(names: Names, simulated
     for pipeline, cents in ref.open_value_by_pipeline().items():
         m = movement[pipeline]
         assert m["end_cents"] == cents
-        assert m["end_cents"] == (m["start_cents"] + m["new_cents"] + m["reopened_cents"] + m["increased_cents"]
-                                  - m["decreased_cents"] - m["won_cents"] - m["lost_cents"] - m["deleted_cents"])
+        assert m["end_cents"] == (
+            m["start_cents"]
+            + m["new_cents"]
+            + m["reopened_cents"]
+            + m["increased_cents"]
+            - m["decreased_cents"]
+            - m["won_cents"]
+            - m["lost_cents"]
+            - m["deleted_cents"]
+        )
 
     # Redis: one hash per view, same numbers
     def redis_rows():
         raw = redis_client.hgetall(f"{names.uid}:view:pipeline")
         rows = {k.decode(): json.loads(v) for k, v in raw.items()}
-        return {tuple(k.split(":", 2)[1:]): (r["deals"], r["value"], r["weighted_value"])
-                for k, r in rows.items() if k.startswith("stage:")}
+        return {
+            tuple(k.split(":", 2)[1:]): (r["deals"], r["value"], r["weighted_value"])
+            for k, r in rows.items()
+            if k.startswith("stage:")
+        }
 
     want_redis = {k: (n, f"{v / 100:.2f}", f"{w / 100:.2f}") for k, (n, v, w) in expected.items()}
     poll(lambda: redis_rows() == want_redis, 30, what="Redis pipeline hash == reference")
@@ -96,7 +125,10 @@ def test_views_match_reference_over_api_redis_and_topics(names: Names, simulated
                 continue
             rec = codec.decode(value)
             out[(rec["pipeline"], rec["value_of"])] = (
-                rec["deals"], int(rec["value"] * 100), int(rec["weighted_value"] * 100))
+                rec["deals"],
+                int(rec["value"] * 100),
+                int(rec["weighted_value"] * 100),
+            )
         return out == expected
 
     poll(topic_rows, 60, interval=1, what="salesops.pipeline topic == reference")

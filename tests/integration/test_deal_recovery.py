@@ -16,8 +16,17 @@ from tests.integration.test_deal_pipeline import api_by_stage, latest_by_key
 
 def simulate(tmp_path, deals: int, seed: int):
     out = tmp_path / "sim"
-    gen = run_cli("simulate", "--seed", str(seed), "--deals", str(deals), "--survey-waves", "0",
-                  "--output-dir", str(out))
+    gen = run_cli(
+        "simulate",
+        "--seed",
+        str(seed),
+        "--deals",
+        str(deals),
+        "--survey-waves",
+        "0",
+        "--output-dir",
+        str(out),
+    )
     assert gen.returncode == 0, gen.stderr
     return out / "deals.jsonl"
 
@@ -32,11 +41,17 @@ def test_sigkill_mid_import_then_restart_gives_the_reference(names: Names, start
     worker = start_worker(env)
     importer = subprocess.Popen(
         [sys.executable, "-m", "agents.cli", "import", "deals", str(path), "--no-progress"],
-        cwd=ROOT, env={**__import__("os").environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env={**__import__("os").environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     topic = names.deal_events
-    poll(lambda: (worker.sample("salesops_events_total", topic=topic, outcome="ok") or 0) >= 15_000, 180,
-         what="15,000 events processed before the crash")
+    poll(
+        lambda: (worker.sample("salesops_events_total", topic=topic, outcome="ok") or 0) >= 15_000,
+        180,
+        what="15,000 events processed before the crash",
+    )
     worker.kill()  # SIGKILL: no commit, no flush, no goodbye
     worker = start_worker(env)
     assert importer.wait(300) == 0, importer.stderr.read() if importer.stderr else ""
@@ -49,7 +64,11 @@ def test_sigkill_mid_import_then_restart_gives_the_reference(names: Names, start
     closed = ref.closed_in(today - 89, today)
     for p in funnel["pipelines"]:
         want = closed.get(p["pipeline"], {"won": 0, "lost": 0, "won_cents": 0, "lost_cents": 0})
-        assert (p["won_count"], p["lost_count"], p["won_cents"]) == (want["won"], want["lost"], want["won_cents"])
+        assert (p["won_count"], p["lost_count"], p["won_cents"]) == (
+            want["won"],
+            want["lost"],
+            want["won_cents"],
+        )
     assert worker.stop() == 0
 
 
@@ -75,14 +94,23 @@ def test_two_workers_in_one_group_sum_to_the_reference(names: Names, start_worke
     assert run_cli("import", "deals", str(path), "--no-progress", env=env).returncode == 0
     poll(lambda: api_by_stage(first) == expected, 120, what="first worker alone == reference")
     second = start_worker(env)  # joins the group: a rebalance moves partitions to it
-    poll(lambda: (second.sample("salesops_pipeline_deals", pipeline="default", stage="appointmentscheduled")
-                  is not None), 120, what="second worker owns partitions")
+    poll(
+        lambda: (
+            second.sample("salesops_pipeline_deals", pipeline="default", stage="appointmentscheduled")
+            is not None
+        ),
+        120,
+        what="second worker owns partitions",
+    )
     workers = [first, second]
     for w in workers:  # global numbers whichever worker is asked
         poll(lambda w=w: api_by_stage(w) == expected, 120, what=f"API of worker {w.port} == reference")
     want_deals = {k: float(n) for k, (n, _v, _w) in expected.items()}
-    poll(lambda: prometheus_sum(workers, "salesops_pipeline_deals") == want_deals, 60,
-         what="sum over workers of salesops_pipeline_deals == reference")
+    poll(
+        lambda: prometheus_sum(workers, "salesops_pipeline_deals") == want_deals,
+        60,
+        what="sum over workers of salesops_pipeline_deals == reference",
+    )
     values = prometheus_sum(workers, "salesops_pipeline_value")
     assert {k: round(v * 100) for k, v in values.items()} == {k: v for k, (_n, v, _w) in expected.items()}
     codec = Codec.for_record("PipelineAggregate")
@@ -93,8 +121,11 @@ def test_two_workers_in_one_group_sum_to_the_reference(names: Names, start_worke
         for key, value in latest.items():
             if value is not None and key.startswith("stage:"):
                 rec = codec.decode(value)
-                rows[(rec["pipeline"], rec["value_of"])] = (rec["deals"], int(rec["value"] * 100),
-                                                            int(rec["weighted_value"] * 100))
+                rows[(rec["pipeline"], rec["value_of"])] = (
+                    rec["deals"],
+                    int(rec["value"] * 100),
+                    int(rec["weighted_value"] * 100),
+                )
         return rows == expected
 
     poll(topic_rows, 60, interval=1, what="aggregate topic == reference")

@@ -36,8 +36,10 @@ def latest_responses(responses: list[dict[str, Any]]) -> list[dict[str, Any]]:
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for r in responses:
         key = (r["survey_id"], r["respondent"])
-        if key not in latest or (r["submitted_at"], r["response_id"]) > (latest[key]["submitted_at"],
-                                                                         latest[key]["response_id"]):
+        if key not in latest or (r["submitted_at"], r["response_id"]) > (
+            latest[key]["submitted_at"],
+            latest[key]["response_id"],
+        ):
             latest[key] = r
     return list(latest.values())
 
@@ -50,17 +52,31 @@ def window_counts(responses, first_day: int, last_day: int) -> dict[str, list[in
             continue
         score = r["enps_score"]
         bucket = 0 if score >= 9 else 1 if score >= 7 else 2
-        groups = ["org", f"team:{r['team']}"] + ([f"department:{r['department']}"] if r.get("department") else [])
+        groups = ["org", f"team:{r['team']}"] + (
+            [f"department:{r['department']}"] if r.get("department") else []
+        )
         for g in groups:
             out[g][bucket] += 1
     return dict(out)
 
 
-def test_enps_and_pulse_match_reference_and_never_expose_a_respondent(names: Names, start_worker, tmp_path,
-                                                                      redis_client) -> None:
+def test_enps_and_pulse_match_reference_and_never_expose_a_respondent(
+    names: Names, start_worker, tmp_path, redis_client
+) -> None:
     out = tmp_path / "sim"
-    gen = run_cli("simulate", "--seed", "3", "--deals", "0", "--survey-waves", "4", "--employees", "160",
-                  "--output-dir", str(out))
+    gen = run_cli(
+        "simulate",
+        "--seed",
+        "3",
+        "--deals",
+        "0",
+        "--survey-waves",
+        "4",
+        "--employees",
+        "160",
+        "--output-dir",
+        str(out),
+    )
     assert gen.returncode == 0, gen.stderr
     responses = read_jsonl(out / "surveys.jsonl")
     respondents = {r["respondent"] for r in responses}
@@ -71,9 +87,19 @@ def test_enps_and_pulse_match_reference_and_never_expose_a_respondent(names: Nam
         done = run_cli("import", kind, str(out / f), "--no-progress", env=names.env())
         assert done.returncode == 0, done.stderr
     # one bad response: it is dead-lettered without its bytes (they name a respondent)
-    bad = Codec.for_record("SurveyResponse").encode({
-        "response_id": "bad-1", "survey_id": "s", "submitted_at": int(time.time() * 1000), "respondent": "emp-SECRET",
-        "team": "x", "department": None, "enps_score": 12, "enps_scale_min": 0, "answers": []})
+    bad = Codec.for_record("SurveyResponse").encode(
+        {
+            "response_id": "bad-1",
+            "survey_id": "s",
+            "submitted_at": int(time.time() * 1000),
+            "respondent": "emp-SECRET",
+            "team": "x",
+            "department": None,
+            "enps_score": 12,
+            "enps_scale_min": 0,
+            "answers": [],
+        }
+    )
     produce(names.responses, [(b"x", bad)])
     respondents.add("emp-SECRET")
 
@@ -84,7 +110,11 @@ def test_enps_and_pulse_match_reference_and_never_expose_a_respondent(names: Nam
 
     def settled():
         rows = {r["group"]: r for r in worker.json("/api/enps?window=90d")["groups"]}
-        return rows if {g: r["responses"] for g, r in rows.items()} == {g: sum(c) for g, c in expected.items()} else None
+        return (
+            rows
+            if {g: r["responses"] for g, r in rows.items()} == {g: sum(c) for g, c in expected.items()}
+            else None
+        )
 
     rows = poll(settled, 120, what="eNPS response counts == reference")
     for group, (p, pa, d) in expected.items():
@@ -106,7 +136,9 @@ def test_enps_and_pulse_match_reference_and_never_expose_a_respondent(names: Nam
         if r.get("department"):
             teams_by_dept[f"department:{r['department']}"].add(f"team:{r['team']}")
     if "org" in visible:
-        residual = rows["org"]["responses"] - sum(rows[g]["responses"] for g in visible if g.startswith("team:"))
+        residual = rows["org"]["responses"] - sum(
+            rows[g]["responses"] for g in visible if g.startswith("team:")
+        )
         assert residual == 0 or residual >= K
     assert any(r["suppressed"] for r in rows.values()), "the generated wave has a team below the threshold"
     view = worker.json("/api/enps?window=90d")
@@ -134,8 +166,13 @@ def test_enps_and_pulse_match_reference_and_never_expose_a_respondent(names: Nam
     # privacy: no respondent identifier in metrics, HTTP answers, Redis, output topics, logs
     poll(lambda: redis_client.hlen(f"{names.uid}:view:enps") > 0, 60, what="eNPS snapshot in Redis")
     exposed: list[str] = [worker.metrics()]
-    for path in ("/api/enps?window=30d", "/api/enps?window=90d", f"/api/pulse?survey={last_survey}",
-                 "/api/pipeline", "/api/alerts"):
+    for path in (
+        "/api/enps?window=30d",
+        "/api/enps?window=90d",
+        f"/api/pulse?survey={last_survey}",
+        "/api/pipeline",
+        "/api/alerts",
+    ):
         exposed.append(worker.get(path)[1].decode())
     for key in redis_client.scan_iter(f"{names.uid}:*"):
         exposed.append(key.decode())

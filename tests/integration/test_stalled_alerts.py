@@ -44,7 +44,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 status = 500 if len(receiver.requests) < receiver.fail_first else 200
                 receiver.requests.append((status, dict(self.headers), body))
@@ -67,12 +67,27 @@ class Receiver:
         return out
 
 
-def deal(event_id: str, deal_id: str, stage: str, at: int, event_type: str = "STAGE_CHANGED") -> tuple[bytes, bytes]:
-    return deal_id.encode(), DEAL.encode({
-        "event_id": event_id, "source": "test", "deal_id": deal_id, "event_type": event_type, "occurred_at": at,
-        "pipeline": "p", "stage": stage, "amount": Decimal("1000.00"), "currency": "USD", "owner_id": "u-1",
-        "team": None, "region": None, "expected_close_date": None, "probability": None,
-    })
+def deal(
+    event_id: str, deal_id: str, stage: str, at: int, event_type: str = "STAGE_CHANGED"
+) -> tuple[bytes, bytes]:
+    return deal_id.encode(), DEAL.encode(
+        {
+            "event_id": event_id,
+            "source": "test",
+            "deal_id": deal_id,
+            "event_type": event_type,
+            "occurred_at": at,
+            "pipeline": "p",
+            "stage": stage,
+            "amount": Decimal("1000.00"),
+            "currency": "USD",
+            "owner_id": "u-1",
+            "team": None,
+            "region": None,
+            "expected_close_date": None,
+            "probability": None,
+        }
+    )
 
 
 def committed(group: str, topic: str) -> int:
@@ -84,19 +99,28 @@ def committed(group: str, topic: str) -> int:
     return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset > 0)
 
 
-@pytest.mark.parametrize("kill_between", [False, True], ids=["steady", "sigkill-between-firing-and-resolving"])
+@pytest.mark.parametrize(
+    "kill_between", [False, True], ids=["steady", "sigkill-between-firing-and-resolving"]
+)
 def test_one_firing_one_resolved(names: Names, start_worker, tmp_path: Path, kill_between: bool) -> None:
     names.partitions = 1  # one partition: both deals share the event-time watermark
     config = tmp_path / "pipelines.toml"
     config.write_text(PIPELINES)
     receiver = Receiver(fail_first=3)
     env = names.env(
-        SALESOPS_PIPELINES_FILE=config, SALESOPS_CLOCK="watermark", SALESOPS_ALLOWED_LATENESS_S=0,
-        SALESOPS_STALL_CHECK_INTERVAL_S=0.2, SALESOPS_WEBHOOK_URL=receiver.url, SALESOPS_REDIS_URL="",
+        SALESOPS_PIPELINES_FILE=config,
+        SALESOPS_CLOCK="watermark",
+        SALESOPS_ALLOWED_LATENESS_S=0,
+        SALESOPS_STALL_CHECK_INTERVAL_S=0.2,
+        SALESOPS_WEBHOOK_URL=receiver.url,
+        SALESOPS_REDIS_URL="",
     )
     create_topic(names.deal_events, 1)
     # X enters "a" at T0 (stalled after 1 day); Y two days later moves the watermark past X's due time
-    produce(names.deal_events, [deal("x1", "X", "a", T0, "CREATED"), deal("y1", "Y", "a", T0 + 2 * DAY, "CREATED")])
+    produce(
+        names.deal_events,
+        [deal("x1", "X", "a", T0, "CREATED"), deal("y1", "Y", "a", T0 + 2 * DAY, "CREATED")],
+    )
     worker = start_worker(env)
     alert_id = f"stalled:X:a:{T0}"
     poll(lambda: receiver.acknowledged() == [(alert_id, "FIRING")], 90, what="FIRING acknowledged")
@@ -116,7 +140,10 @@ def test_one_firing_one_resolved(names: Names, start_worker, tmp_path: Path, kil
     produce(names.deal_events, [deal("x2", "X", "b", T0 + 2 * DAY + 1000)])
     poll(lambda: (alert_id, "RESOLVED") in receiver.acknowledged(), 90, what="RESOLVED acknowledged")
     records = [ALERT.decode(r.value) for r in consume_all(names.alerts, 2)]
-    assert sorted((r["alert_id"], r["status"]) for r in records) == [(alert_id, "FIRING"), (alert_id, "RESOLVED")]
+    assert sorted((r["alert_id"], r["status"]) for r in records) == [
+        (alert_id, "FIRING"),
+        (alert_id, "RESOLVED"),
+    ]
     # nothing else arrives: Y is not due (watermark T0+2d+1s < T0+3d), X in "b" not either
     poll(lambda: worker.json("/api/alerts?status=FIRING")["alerts"] == [], 30, what="no FIRING alert left")
     assert sorted(receiver.acknowledged()) == [(alert_id, "FIRING"), (alert_id, "RESOLVED")]
