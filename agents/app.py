@@ -724,6 +724,8 @@ def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] 
     except BrokerUnavailable as exc:
         log.error("startup_failed error=%s", exc)
         return 2
+    if settings.respondent_secret.value == "change-me":
+        log.warning("respondent_secret=default: set SALESOPS_RESPONDENT_SECRET outside local use")
     worker = SalesopsWorker(settings)
     worker.metrics.prime([settings.deal_events_topic, settings.responses_topic, settings.invitations_topic])
     if on_started:
