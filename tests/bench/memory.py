@@ -63,10 +63,16 @@ def measure(records: list[Record], mode: str) -> dict[str, object]:
         for stat in snapshot.statistics("filename"):
             name = stat.traceback[0].filename
             parts = Path(name).parts
-            short = "/".join(parts[-2:]) if "site-packages" not in parts else parts[parts.index("site-packages") + 1]
+            short = (
+                "/".join(parts[-2:])
+                if "site-packages" not in parts
+                else parts[parts.index("site-packages") + 1]
+            )
             by_file[short] = by_file.get(short, 0) + stat.size
         out["by_file_bytes_per_deal"] = {
-            k: v / len(records) for k, v in sorted(by_file.items(), key=lambda kv: -kv[1]) if v / len(records) >= 1
+            k: v / len(records)
+            for k, v in sorted(by_file.items(), key=lambda kv: -kv[1])
+            if v / len(records) >= 1
         }
     table = pipe.table
     out["table_value_bytes_per_deal"] = sum(len(v) for v in table.values()) / max(len(table), 1)

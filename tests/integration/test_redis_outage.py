@@ -1,0 +1,118 @@
+"""A Redis outage is retried and never stops consumption (a real redis-server, stopped and
+restarted by the test on its own port so the shared one is untouched)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import redis
+
+from schemas.codec import Codec
+from sinks.base import SinkUnavailable
+from sinks.redis_snapshot import RedisSnapshotSink
+from tests.integration.conftest import Names, create_topic, free_port, poll, produce
+
+DEAL = Codec.for_record("DealEvent")
+
+
+def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    server = shutil.which("redis-server")
+    assert server, "redis-server is required (make test installs it)"
+    proc = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port)
+    poll(lambda: client.ping(), 20, what=f"redis on {port}")
+    return proc
+
+
+def test_snapshot_sink_writes_atomically_and_raises_a_retryable_error_when_down(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_redis(port, tmp_path)
+    sink = RedisSnapshotSink(f"redis://127.0.0.1:{port}/0", "unit")
+    sink.setup()
+    sink.add(("pipeline", 1000, {"stage:p:a": {"deals": 2}}))
+    sink.flush()
+    client = redis.Redis(port=port)
+    assert json.loads(client.hget("unit:view:pipeline", "stage:p:a")) == {"deals": 2}
+    assert client.hget("unit:meta", "pipeline") == b"1000"
+    sink.add(("pipeline", 2000, {"stage:p:b": {"deals": 1}}))  # a:... vanished, b appeared
+    proc.terminate()
+    proc.wait(10)
+    with pytest.raises(SinkUnavailable):
+        sink.flush()
+    assert sink.pending == 1  # kept for the retry
+    proc = start_redis(port, tmp_path)
+    sink.flush()
+    assert redis.Redis(port=port).hgetall("unit:view:pipeline") == {b"stage:p:b": b'{"deals": 1}'}
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_worker_keeps_consuming_through_a_redis_outage(names: Names, start_worker, tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_redis(port, tmp_path)
+    create_topic(names.deal_events, names.partitions)
+    worker = start_worker(names.env(SALESOPS_REDIS_URL=f"redis://127.0.0.1:{port}/0"))
+    now = int(time.time() * 1000)
+
+    def event(i: int) -> tuple[bytes, bytes]:
+        return f"D{i}".encode(), DEAL.encode(
+            {
+                "event_id": f"e{i}",
+                "source": "t",
+                "deal_id": f"D{i}",
+                "event_type": "CREATED",
+                "occurred_at": now - i,
+                "pipeline": "default",
+                "stage": "contractsent",
+                "amount": Decimal("10.00"),
+                "currency": "USD",
+                "owner_id": None,
+                "team": None,
+                "region": None,
+                "expected_close_date": None,
+                "probability": None,
+            }
+        )
+
+    produce(names.deal_events, [event(i) for i in range(5)])
+    client = redis.Redis(port=port)
+    key = f"{names.uid}:view:pipeline"
+    poll(
+        lambda: json.loads(client.hget(key, "stage:default:contractsent") or b"{}").get("deals") == 5,
+        60,
+        what="5 deals in Redis",
+    )
+    proc.terminate()
+    proc.wait(10)
+    produce(names.deal_events, [event(i) for i in range(5, 12)])
+    topic = names.deal_events
+    poll(
+        lambda: worker.sample("salesops_events_total", topic=topic, outcome="ok") == 12.0,
+        60,
+        what="consumption goes on while Redis is down",
+    )
+    poll(
+        lambda: (worker.sample("salesops_sink_errors_total", sink="redis") or 0) >= 1,
+        30,
+        what="outage counted",
+    )
+    proc = start_redis(port, tmp_path)
+    client = redis.Redis(port=port)
+    poll(
+        lambda: json.loads(client.hget(key, "stage:default:contractsent") or b"{}").get("deals") == 12,
+        60,
+        what="Redis catches up after the outage",
+    )
+    assert worker.stop() == 0
+    proc.terminate()
+    proc.wait(10)

@@ -1,0 +1,146 @@
+"""Every rejection reason of the validators, and the accepted shapes of loose input."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from streams.events import DealEvent, SurveyInvitation, SurveyResponse
+from streams.pipelines import load_pipelines, load_rates
+from streams.validation import (
+    REASONS,
+    Limits,
+    Rejection,
+    validate_deal,
+    validate_invitation,
+    validate_response,
+)
+
+CONFIG = load_pipelines()
+RATES = load_rates()
+NOW = 1_800_000_000_000
+LIMITS = Limits(now_ms=NOW)
+
+
+def deal(**over: object) -> dict:
+    raw = {
+        "event_id": "e1",
+        "source": "import",
+        "deal_id": "D1",
+        "event_type": "CREATED",
+        "occurred_at": NOW - 1000,
+        "pipeline": "default",
+        "stage": "qualifiedtobuy",
+        "amount": "1200.5",
+        "currency": "eur",
+    }
+    raw.update(over)
+    return raw
+
+
+def response(**over: object) -> dict:
+    raw = {
+        "response_id": "r1",
+        "survey_id": "s1",
+        "submitted_at": "2027-01-15T10:00:00Z",
+        "respondent": "emp-1",
+        "team": "a",
+        "enps_score": 9,
+        "enps_scale_min": 0,
+        "answers": [{"question_id": "q1", "score": 4, "scale_max": 5}],
+    }
+    raw.update(over)
+    return raw
+
+
+def test_a_valid_deal_is_normalised() -> None:
+    event = validate_deal(deal(), CONFIG, RATES, LIMITS)
+    assert isinstance(event, DealEvent)
+    assert event.amount == Decimal("1200.50") and event.currency == "EUR" and event.occurred_at == NOW - 1000
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"deal_id": None}, "missing_field"),
+        ({"deal_id": ""}, "missing_field"),
+        ({"amount": "abc"}, "invalid_type"),
+        ({"occurred_at": "yesterday"}, "invalid_type"),
+        ({"event_type": "MERGED"}, "invalid_enum"),
+        ({"amount": "-0.01"}, "negative_amount"),
+        ({"currency": "EURO"}, "invalid_currency"),
+        ({"currency": "CHF"}, "unknown_rate"),
+        ({"probability": 1.5}, "invalid_probability"),
+        ({"occurred_at": NOW + 2 * 86_400_000}, "future_timestamp"),
+    ],
+)
+def test_each_deal_rejection_reason(over: dict, reason: str) -> None:
+    result = validate_deal(deal(**over), CONFIG, RATES, LIMITS)
+    assert isinstance(result, Rejection)
+    assert result.reason == reason
+    assert result.reason in REASONS and result.detail
+
+
+def test_unknown_pipeline_and_stage_follow_the_configured_rule() -> None:
+    accepted = validate_deal(deal(pipeline="partners", stage="intro"), CONFIG, RATES, LIMITS)
+    assert isinstance(accepted, DealEvent)
+    strict = type(CONFIG)(pipelines=CONFIG.pipelines, unknown_stages="dead-letter")
+    assert validate_deal(deal(pipeline="partners"), strict, RATES, LIMITS) == Rejection(
+        "unknown_pipeline", "pipeline 'partners' is not configured"
+    )
+    rejected = validate_deal(deal(stage="intro"), strict, RATES, LIMITS)
+    assert isinstance(rejected, Rejection) and rejected.reason == "unknown_stage"
+
+
+def test_timestamps_accept_epoch_ms_iso_and_datetime() -> None:
+    iso = validate_deal(deal(occurred_at="2027-01-15T08:00:00+00:00"), CONFIG, RATES, LIMITS)
+    dt = validate_deal(deal(occurred_at=datetime(2027, 1, 15, 8, tzinfo=UTC)), CONFIG, RATES, LIMITS)
+    ms = validate_deal(
+        deal(occurred_at=str(int(datetime(2027, 1, 15, 8, tzinfo=UTC).timestamp() * 1000))),
+        CONFIG,
+        RATES,
+        LIMITS,
+    )
+    assert isinstance(iso, DealEvent) and isinstance(dt, DealEvent) and isinstance(ms, DealEvent)
+    assert iso.occurred_at == dt.occurred_at == ms.occurred_at
+
+
+def test_a_valid_response_on_both_scales() -> None:
+    assert isinstance(validate_response(response(), LIMITS), SurveyResponse)
+    one_to_ten = validate_response(response(enps_score=1, enps_scale_min=1), LIMITS)
+    assert isinstance(one_to_ten, SurveyResponse) and one_to_ten.enps_scale_min == 1
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"enps_score": 11}, "score_out_of_range"),
+        ({"enps_score": 0, "enps_scale_min": 1}, "score_out_of_range"),
+        ({"enps_scale_min": 2}, "invalid_scale"),
+        ({"answers": [{"question_id": "q1", "score": 6, "scale_max": 5}]}, "score_out_of_range"),
+        ({"answers": [{"question_id": "q1", "score": 1, "scale_max": 11}]}, "invalid_scale"),
+        (
+            {"answers": [{"question_id": f"q{i}", "score": 3, "scale_max": 5} for i in range(11)]},
+            "too_many_questions",
+        ),
+        ({"respondent": None}, "missing_field"),
+        ({"submitted_at": NOW + 3 * 86_400_000}, "future_timestamp"),
+    ],
+)
+def test_each_response_rejection_reason(over: dict, reason: str) -> None:
+    result = validate_response(response(**over), LIMITS)
+    assert isinstance(result, Rejection) and result.reason == reason
+
+
+def test_ten_questions_are_allowed() -> None:
+    answers = [{"question_id": f"q{i}", "score": 3, "scale_max": 5} for i in range(10)]
+    assert isinstance(validate_response(response(answers=answers), LIMITS), SurveyResponse)
+
+
+def test_invitations() -> None:
+    ok = validate_invitation({"survey_id": "s", "team": "a", "invited": 12, "sent_at": NOW}, LIMITS)
+    assert isinstance(ok, SurveyInvitation) and ok.invited == 12
+    bad = validate_invitation({"survey_id": "s", "team": "a", "invited": -1, "sent_at": NOW}, LIMITS)
+    assert bad == Rejection("negative_count", "invited must be >= 0, got -1")
