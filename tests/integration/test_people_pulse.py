@@ -197,3 +197,45 @@ def test_enps_and_pulse_match_reference_and_never_expose_a_respondent(
     leaked = sorted(r for r in respondents if r in blob)
     assert leaked == [], f"respondent identifiers leaked: {leaked[:5]}"
     assert json.dumps(rows)  # the view is plain JSON
+
+
+def test_enps_drop_fires_one_alert_on_the_alerts_topic(names: Names, start_worker) -> None:
+    codec = Codec.for_record("SurveyResponse")
+    now = int(time.time() * 1000)
+    day_ms = 86_400_000
+
+    def answer(i: int, score: int, days_ago: int) -> tuple[bytes, bytes]:
+        return b"sales", codec.encode(
+            {
+                "response_id": f"r{i}",
+                "survey_id": f"s{days_ago}",
+                "submitted_at": now - days_ago * day_ms,
+                "respondent": f"emp-{i}",
+                "team": "sales",
+                "department": None,
+                "enps_score": score,
+                "enps_scale_min": 0,
+                "answers": [],
+            }
+        )
+
+    # previous 30 days: 6 promoters -> eNPS 100; last 30 days: 3 promoters, 3 detractors -> 0: a 100-point drop
+    before = [answer(i, 10, 45) for i in range(6)]
+    after = [answer(10 + i, 10 if i < 3 else 2, 5) for i in range(6)]
+    create_topic(names.responses, names.partitions)
+    produce(names.responses, before + after)
+    worker = start_worker(names.env(SALESOPS_REDIS_URL="", SALESOPS_ENPS_DROP_POINTS=50))
+    alerts = [Codec.for_record("Alert").decode(r.value) for r in consume_all(names.alerts, 2, timeout=90)]
+    drops = {(a["subject"], a["status"]) for a in alerts}
+    assert ("team:sales", "FIRING") in drops and ("org", "FIRING") in drops
+    team = next(a for a in alerts if a["subject"] == "team:sales")
+    assert team["kind"] == "ENPS_DROP" and team["days_in_stage"] == 100.0 and team["threshold"] == 50.0
+    assert worker.sample("salesops_enps_drop_points", group="team:sales") == 100.0
+    # a second publisher pass, and a restart, do not repeat the FIRING
+    worker.stop()
+    worker = start_worker(names.env(SALESOPS_REDIS_URL="", SALESOPS_ENPS_DROP_POINTS=50))
+    poll(
+        lambda: worker.sample("salesops_enps_drop_points", group="team:sales") == 100.0, 60, what="restarted"
+    )
+    assert len(consume_until_quiet(names.alerts, quiet_s=3)) == 2
+    assert worker.stop() == 0

@@ -1,0 +1,928 @@
+"""``python -m tests.bench.bench_worker``: throughput, latency and memory of the deal path.
+
+Against the running local stack (``make up``; ``make bench`` starts it when needed), on
+uniquely named topics (the integration tests' :class:`Names` scheme) of 6 partitions:
+
+1. produce N pre-encoded simulated deal events as fast as aiokafka batches allow;
+2. baseline: a raw aiokafka consumer (no group, all partitions assigned) reads them back;
+   the same consumer plus decode+validate, and plus the whole in-process deal path, show
+   what the work costs without Faust;
+3. the real worker (``python -m agents.cli worker``) consumes the full topic; its rate, from
+   the first to the last event counted in ``salesops_events_total``, is the end-to-end rate
+   (produce -> tables and views updated), reported as a ratio to the baseline; in-process
+   rates of each stage and a cProfile of the in-process pipeline say where the time goes;
+4. latency: a fresh, caught-up worker gets a paced 2,000 events/s and the
+   ``salesops_event_to_view_seconds`` histogram delta gives p50/p99 (bucket resolution);
+5. memory per open deal: in-process (fresh interpreter, :mod:`tests.bench.memory`) and as
+   the worker's VmRSS growth over N open deals.
+
+Targets are printed next to the numbers and never asserted: the machine moves the numbers,
+the ratios are what to compare between runs.  Results go to ``bench-results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import logging
+import os
+import pickle
+import platform
+import pstats
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from streams.events import DealEvent
+from tests.bench.pipeline import (
+    Dataset,
+    InProcessDeals,
+    ObjectsOnly,
+    Record,
+    build_dataset,
+    created_only,
+)
+from tests.integration.conftest import BOOTSTRAP, ROOT, Names, WorkerProcess
+
+log = logging.getLogger("bench")
+
+PARTITIONS = 6
+RESULTS_DIR = ROOT / "bench-results"
+MAX_SILENCE_S = 60.0  # give up on a worker that counted nothing new for this long
+POLL_S = 0.1
+
+# Issue targets (ratios against the baseline of the same run, absolute where stated).
+TARGET_CONSUME_RATIO = 0.5
+TARGET_E2E_RATIO = 0.3
+TARGET_WORKER_RATE = 10_000.0
+TARGET_P99_S = 0.5
+TARGET_BYTES_PER_DEAL = 2048.0
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be taken (worker died, stalled, broker unreachable)."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Row:
+    metric: str
+    value: float | None
+    unit: str
+    baseline: float | None = None
+    target: str = ""
+    met: bool | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.value is None or not self.baseline:
+            return None
+        return self.value / self.baseline
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        return row
+
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value * 1000:,.1f} ms" if value < 10 else f"{value:,.1f} s"
+    if unit == "B":
+        return f"{value:,.0f} B"
+    if unit == "ratio":
+        return f"{value:.3f}"
+    return f"{value:,.0f} {unit}"
+
+
+def render(report: Report) -> str:
+    head = ("metric", "value", "baseline", "ratio", "target", "met?")
+    body = []
+    for r in report.rows:
+        met = "-" if r.met is None else ("yes" if r.met else "NO")
+        ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
+        body.append((r.metric, fmt(r.value, r.unit), fmt(r.baseline, r.unit), ratio, r.target or "-", met))
+    widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head))]
+    lines = [
+        "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [head, *body]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "mem_total_mb": _meminfo_mb("MemTotal"),
+        "git_commit": commit.stdout.strip(),
+    }
+
+
+def _meminfo_mb(key: str) -> int | None:
+    with contextlib.suppress(OSError), open("/proc/meminfo") as fh:
+        for ln in fh:
+            if ln.startswith(key + ":"):
+                return int(ln.split()[1]) // 1024
+    return None
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+def new_names(kind: str, run_id: str) -> Names:
+    return Names(uid=f"bench-{kind}-{run_id}", partitions=PARTITIONS)
+
+
+async def produce_batches(topic: str, records: list[Record]) -> float:
+    """Produce with one batch per partition at a time; returns seconds until all acked.
+
+    Records are pre-partitioned with Kafka's default partitioner, so the per-key order and
+    placement are what a keyed producer gives, without its per-record Python overhead.
+    """
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP, acks=1, linger_ms=5, max_batch_size=1 << 20, max_request_size=4 << 20
+    )
+    await producer.start()
+    try:
+        by_partition: dict[int, list[Record]] = {}
+        for r in records:
+            by_partition.setdefault(r.partition, []).append(r)
+        t0 = time.perf_counter()
+        futures = []
+        for p, recs in by_partition.items():
+            batch = producer.create_batch()
+            for r in recs:
+                if batch.append(key=r.key, value=r.value, timestamp=None) is None:
+                    futures.append(await producer.send_batch(batch, topic, partition=p))
+                    batch = producer.create_batch()
+                    batch.append(key=r.key, value=r.value, timestamp=None)
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=p))
+        await asyncio.gather(*futures)
+        return time.perf_counter() - t0
+    finally:
+        await producer.stop()
+
+
+async def produce_paced(
+    topic: str, records: Iterator[Record], rate: float, seconds: float
+) -> tuple[int, float]:
+    """Send at ``rate`` records/s for ``seconds`` (keyed, default partitioner); (sent, elapsed)."""
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks=1, linger_ms=0)
+    await producer.start()
+    try:
+        sent, futures = 0, []
+        t0 = time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < seconds:
+            due = int(rate * elapsed)
+            while sent < due:
+                r = next(records)
+                futures.append(await producer.send(topic, key=r.key, value=r.value, partition=r.partition))
+                sent += 1
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*futures)
+        return sent, time.perf_counter() - t0
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class ConsumeResult:
+    records: int
+    seconds: float  # from the partitions being assigned to the last record handled
+    first_s: float  # time to the first batch
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds
+
+
+async def consume_raw(
+    topic: str, n: int, work: Callable[[int, bytes], Any] | None = None, timeout: float = 300.0
+) -> ConsumeResult:
+    """Read ``n`` records from the beginning with a group-less aiokafka consumer."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=BOOTSTRAP,
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20,
+        fetch_max_bytes=64 << 20,
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        await consumer.seek_to_beginning()
+        got, first = 0, None
+        t0 = time.perf_counter()
+        while got < n:
+            if time.perf_counter() - t0 > timeout:
+                raise BenchError(f"raw consumer read {got}/{n} records of {topic} in {timeout:.0f}s")
+            batch = await consumer.getmany(timeout_ms=1000, max_records=100_000)
+            if first is None and batch:
+                first = time.perf_counter() - t0
+            for tp, recs in batch.items():
+                if work is not None:
+                    for rec in recs:
+                        work(tp.partition, rec.value)
+                got += len(recs)
+        return ConsumeResult(got, time.perf_counter() - t0, first or 0.0)
+    finally:
+        await consumer.stop()
+
+
+def create_topic(name: str, partitions: int = PARTITIONS) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=10_000)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def delete_topics(run_id: str) -> int:
+    """Delete the topics this run made: inputs, worker outputs and changelogs all carry
+    the run's app id ``bench-<kind>-<run_id>``."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=10_000)
+    try:
+        mine = [t for t in admin.list_topics() if "bench-" in t and run_id in t]
+        if mine:
+            admin.delete_topics(mine)
+        return len(mine)
+    finally:
+        admin.close()
+
+
+def check_broker() -> None:
+    from kafka import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
+        admin.list_topics()
+        admin.close()
+    except Exception as exc:  # any client error means the same thing here
+        raise BenchError(f"Kafka is not reachable at {BOOTSTRAP} ({exc}); start it with `make up`") from exc
+
+
+# --------------------------------------------------------------------------- worker
+
+
+class BenchWorker:
+    """A real worker subprocess (the integration tests' :class:`WorkerProcess`) plus the
+    reads the bench needs: event counts, the latency histogram, VmRSS and CPU time."""
+
+    def __init__(self, names: Names, logs: Path, **env: str) -> None:
+        # The production publication interval, not the tests' 0.5 s; no Redis sink: this
+        # measures the deal path, and Redis is written by the publisher timer only.
+        settings = {"SALESOPS_REDIS_URL": "", "SALESOPS_FLUSH_INTERVAL_S": "2.0", **env}
+        self.names = names
+        self.proc = WorkerProcess(env=names.env(**settings), log_path=logs / f"{names.uid}.log")
+
+    def __enter__(self) -> BenchWorker:
+        self.proc.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        p = self.proc.proc
+        if p is not None and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        self.proc._log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc.proc is not None
+        return self.proc.proc.pid
+
+    def alive(self) -> None:
+        assert self.proc.proc is not None
+        if self.proc.proc.poll() is not None:
+            raise BenchError(
+                f"worker exited with {self.proc.proc.returncode}; log:\n{self.proc.log_tail(30)}"
+            )
+
+    def wait_ready(self, timeout: float = 90.0) -> float:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < timeout:
+            self.alive()
+            with contextlib.suppress(OSError):
+                if self.proc.get("/metrics")[0] == 200:
+                    return time.perf_counter() - t0
+            time.sleep(0.2)
+        raise BenchError(f"worker not serving /metrics after {timeout:.0f}s; log:\n{self.proc.log_tail(30)}")
+
+    def samples(self) -> list[Any]:
+        text = self.proc.metrics()
+        return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+    def counted(self) -> float:
+        """Deal events handled: ``ok`` + ``dead_letter`` of the deal topic."""
+        topic = self.names.deal_events
+        return sum(
+            s.value
+            for s in self.samples()
+            if s.name == "salesops_events_total"
+            and s.labels.get("topic") == topic
+            and s.labels.get("outcome") in ("ok", "dead_letter")
+        )
+
+    def histogram(self, name: str) -> dict[float, float]:
+        """Cumulative bucket counts of an unlabelled histogram, by upper bound."""
+        return {float(s.labels["le"]): s.value for s in self.samples() if s.name == f"{name}_bucket"}
+
+    def wait_counted(self, n: int, on_poll: Callable[[float, float], None] | None = None) -> float:
+        """Poll until ``n`` events are counted; raise when the worker dies or stalls."""
+        last, last_change = -1.0, time.perf_counter()
+        while True:
+            self.alive()
+            now = time.perf_counter()
+            try:
+                c = self.counted()
+            except OSError:
+                c = last
+            if on_poll is not None:
+                on_poll(now, c)
+            if c >= n:
+                return now
+            if c != last:
+                last, last_change = c, now
+            elif now - last_change > MAX_SILENCE_S:
+                raise BenchError(
+                    f"worker counted {c:.0f}/{n} and nothing more for {MAX_SILENCE_S:.0f}s; "
+                    f"log:\n{self.proc.log_tail(30)}"
+                )
+            time.sleep(POLL_S)
+
+    def status(self, key: str) -> int:
+        """A ``/proc/<pid>/status`` field in bytes (VmRSS, VmHWM)."""
+        with open(f"/proc/{self.pid}/status") as fh:
+            for ln in fh:
+                if ln.startswith(key + ":"):
+                    return int(ln.split()[1]) * 1024
+        raise BenchError(f"{key} not in /proc/{self.pid}/status")
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quantile(buckets_before: dict[float, float], buckets_after: dict[float, float], q: float) -> float | None:
+    """``histogram_quantile`` over bucket deltas: linear inside the bucket, so only as fine
+    as the buckets; +Inf when the quantile lies past the last finite bound."""
+    bounds = sorted(buckets_after)
+    delta = [(b, buckets_after[b] - buckets_before.get(b, 0.0)) for b in bounds]
+    total = delta[-1][1] if delta else 0.0
+    if total <= 0:
+        return None
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for bound, count in delta:
+        if count >= rank:
+            if bound == float("inf"):
+                return float("inf")
+            span = count - prev_count
+            return prev_bound + (bound - prev_bound) * ((rank - prev_count) / span if span else 1.0)
+        prev_bound, prev_count = bound, count
+    return float("inf")
+
+
+# --------------------------------------------------------------------------- phases
+
+
+def phase_produce(report: Report, names: Names, data: list[Record]) -> None:
+    create_topic(names.deal_events)
+    seconds = asyncio.run(produce_batches(names.deal_events, data))
+    report.details["produce"] = {"topic": names.deal_events, "records": len(data), "seconds": seconds}
+    report.add(Row("produce (aiokafka batches, acks=1)", len(data) / seconds, "ev/s"))
+    log.info("produced %d records in %.2fs", len(data), seconds)
+
+
+def phase_baselines(report: Report, names: Names, n: int) -> float:
+    raw = asyncio.run(consume_raw(names.deal_events, n))
+    report.details["baseline_consumer"] = vars(raw)
+    report.add(Row("baseline: raw aiokafka consumer", raw.rate, "rec/s", raw.rate, note="getmany, no group"))
+    log.info("baseline %.0f rec/s", raw.rate)
+
+    dv = InProcessDeals()
+    with_dv = asyncio.run(consume_raw(names.deal_events, n, lambda p, v: dv.decode_validate(v)))
+    report.add(Row("aiokafka + decode + validate (no Faust)", with_dv.rate, "ev/s", raw.rate))
+    pipe = InProcessDeals()
+    with_all = asyncio.run(consume_raw(names.deal_events, n, pipe.handle))
+    report.add(Row("aiokafka + whole deal path (no Faust)", with_all.rate, "ev/s", raw.rate))
+    report.details["consumer_plus_work"] = {"decode_validate": vars(with_dv), "whole_path": vars(with_all)}
+    return raw.rate
+
+
+def phase_worker(report: Report, names: Names, n: int, baseline: float, logs: Path) -> None:
+    trace: list[tuple[float, float]] = []
+    with BenchWorker(names, logs) as w:
+        t_spawn = time.perf_counter()
+        w.wait_ready()
+        t_ready = time.perf_counter()
+        first: dict[str, float] = {}
+
+        def on_poll(now: float, c: float) -> None:
+            trace.append((now - t_spawn, c))
+            if c > 0 and "t" not in first:
+                first.update(t=now, c=c, cpu=w.cpu_seconds())
+
+        t_done = w.wait_counted(n, on_poll)
+        cpu_done = w.cpu_seconds()
+        rss = w.status("VmRSS")
+    rate = (n - first["c"]) / (t_done - first["t"]) if t_done > first["t"] else None
+    # the middle 80% of the events, free of the start-up ramp and the last poll's slack
+    lo = next(t for t, c in trace if c >= 0.1 * n)
+    hi = next(t for t, c in trace if c >= 0.9 * n)
+    steady = (0.8 * n) / (hi - lo) if hi > lo else None
+    cpu_util = (cpu_done - first["cpu"]) / (t_done - first["t"]) if t_done > first["t"] else None
+    report.details["worker"] = {
+        "topic": names.deal_events,
+        "events": n,
+        "ready_s": t_ready - t_spawn,
+        "first_event_s": first["t"] - t_spawn,
+        "first_count": first["c"],
+        "done_s": t_done - t_spawn,
+        "sustained_rate": rate,
+        "steady_rate_10_90": steady,
+        "cpu_cores_used": cpu_util,
+        "cpu_us_per_event": (cpu_done - first["cpu"]) / (n - first["c"]) * 1e6,
+        "rss_after": rss,
+        "progress": [(round(t, 2), c) for t, c in trace[:: max(len(trace) // 60, 1)]],
+    }
+    note = f"{cpu_util:.2f} cores busy" if cpu_util is not None else ""
+    report.add(
+        Row(
+            "worker consume+decode+validate",
+            rate,
+            "ev/s",
+            baseline,
+            f">= {TARGET_CONSUME_RATIO} x",
+            _ratio_met(rate, baseline, TARGET_CONSUME_RATIO),
+            note,
+        )
+    )
+    report.add(
+        Row(
+            "worker end-to-end (produce -> views)",
+            rate,
+            "ev/s",
+            baseline,
+            f">= {TARGET_E2E_RATIO} x",
+            _ratio_met(rate, baseline, TARGET_E2E_RATIO),
+            "same run: the worker always applies",
+        )
+    )
+    report.add(
+        Row(
+            "worker events/s (1 worker)",
+            rate,
+            "ev/s",
+            None,
+            f">= {TARGET_WORKER_RATE:,.0f}",
+            rate is not None and rate >= TARGET_WORKER_RATE,
+        )
+    )
+    log.info("worker %.0f ev/s (steady %.0f), %.2f cores", rate or 0, steady or 0, cpu_util or 0)
+
+
+def _ratio_met(value: float | None, baseline: float, target: float) -> bool | None:
+    return None if value is None else value / baseline >= target
+
+
+def _timed(fn: Callable[[int, Any], Any], items: list[tuple[int, Any]]) -> float:
+    """Seconds to call ``fn(partition, item)`` over ``items``."""
+    t0 = time.perf_counter()
+    for p, item in items:
+        fn(p, item)
+    return time.perf_counter() - t0
+
+
+def phase_in_process(report: Report, data: list[Record], baseline: float, profile_n: int) -> None:
+    n = len(data)
+    pipe = InProcessDeals()
+    codec = pipe.codec
+    values = [(r.partition, r.value) for r in data]
+    decode_s = _timed(lambda _p, v: codec.decode(v), values)
+    dv_s = _timed(lambda _p, v: pipe.decode_validate(v), values)
+    events = [(p, pipe.decode_validate(v)) for p, v in values]
+    valid = [(p, e) for p, e in events if isinstance(e, DealEvent)]
+    objects = ObjectsOnly()
+    objects_s = _timed(objects.apply, valid)
+    state = InProcessDeals()
+    state_s = _timed(state.apply, valid)
+    whole = InProcessDeals()
+    whole_s = _timed(whole.handle, values)
+    rates = {
+        "decode": n / decode_s,
+        "decode_validate": n / dv_s,
+        "apply_replace_objects": len(valid) / objects_s,
+        "state_update_as_worker": len(valid) / state_s,
+        "whole_path": n / whole_s,
+    }
+    report.details["in_process"] = {
+        "events": n,
+        "valid": len(valid),
+        "rates": rates,
+        "us_per_event": {k: 1e6 / v for k, v in rates.items()},
+        "alerts": whole.alerts,
+        "open_deals": sum(1 for v in whole.table.values()),
+    }
+    report.add(Row("in-process decode (fastavro)", rates["decode"], "ev/s", baseline))
+    report.add(Row("in-process decode + validate", rates["decode_validate"], "ev/s", baseline))
+    report.add(
+        Row(
+            "in-process deals.apply + views.replace",
+            rates["apply_replace_objects"],
+            "ev/s",
+            baseline,
+            note="Deal objects in a dict",
+        )
+    )
+    report.add(
+        Row(
+            "in-process state update as worker",
+            rates["state_update_as_worker"],
+            "ev/s",
+            baseline,
+            note="table bytes, stall state, views, index",
+        )
+    )
+    report.add(Row("in-process whole deal path", rates["whole_path"], "ev/s", baseline))
+
+    sample = data[:profile_n]
+    prof = cProfile.Profile()
+    profiled = InProcessDeals()
+    prof.enable()
+    for r in sample:
+        profiled.handle(r.partition, r.value)
+    prof.disable()
+    report.details["profile"] = profile_rows(prof, len(sample))
+
+
+def profile_rows(prof: cProfile.Profile, events: int, top: int = 20) -> dict[str, Any]:
+    stats = pstats.Stats(prof)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(tt for (_cc, _nc, tt, _ct, _callers) in raw.values())
+    rows = []
+    for (filename, line, func), (_cc, nc, tt, ct, _callers) in sorted(raw.items(), key=lambda kv: -kv[1][2])[
+        :top
+    ]:
+        path = Path(filename)
+        where = "/".join(path.parts[-2:]) if filename not in ("~", "") else ""
+        rows.append(
+            {
+                "function": f"{where}:{line}({func})" if where else func,
+                "calls": nc,
+                "tottime_s": tt,
+                "cumtime_s": ct,
+                "share": tt / total if total else 0.0,
+                "us_per_event": tt / events * 1e6,
+            }
+        )
+    return {"events": events, "total_s": total, "top": rows}
+
+
+def render_profile(profile: dict[str, Any]) -> str:
+    lines = [
+        f"cProfile of the in-process deal path over {profile['events']:,} events "
+        f"({profile['total_s']:.2f} s profiled, sorted by own time)",
+        f"{'own s':>7} {'share':>6} {'us/ev':>7} {'cum s':>7} {'calls':>9}  function",
+    ]
+    for r in profile["top"]:
+        lines.append(
+            f"{r['tottime_s']:7.3f} {r['share']:6.1%} {r['us_per_event']:7.2f} {r['cumtime_s']:7.3f} "
+            f"{r['calls']:9,}  {r['function']}"
+        )
+    return "\n".join(lines)
+
+
+def phase_latency(
+    report: Report, names: Names, pool: list[Record], rate: float, seconds: float, logs: Path
+) -> None:
+    create_topic(names.deal_events)
+    warmup = pool[:500]
+    rest = iter(pool[500:])
+    with BenchWorker(names, logs) as w:
+        w.wait_ready()
+        # a warm-up batch proves the partitions are assigned and the worker caught up
+        asyncio.run(produce_batches(names.deal_events, warmup))
+        w.wait_counted(len(warmup))
+        before = w.histogram("salesops_event_to_view_seconds")
+        sent, elapsed = asyncio.run(produce_paced(names.deal_events, rest, rate, seconds))
+        w.wait_counted(len(warmup) + sent)
+        after = w.histogram("salesops_event_to_view_seconds")
+    p50, p99 = quantile(before, after, 0.5), quantile(before, after, 0.99)
+    delta = {str(b): after[b] - before.get(b, 0.0) for b in sorted(after)}
+    report.details["latency"] = {
+        "rate_target": rate,
+        "rate_sent": sent / elapsed,
+        "events": sent,
+        "seconds": elapsed,
+        "p50_s": p50,
+        "p99_s": p99,
+        "bucket_deltas": delta,
+    }
+    note = f"{sent / elapsed:,.0f} ev/s for {elapsed:.0f} s; bucket resolution"
+    report.add(Row("latency p50 (record ts -> view)", p50, "s", note=note))
+    report.add(
+        Row(
+            "latency p99 (record ts -> view)",
+            p99,
+            "s",
+            target=f"< {TARGET_P99_S * 1000:.0f} ms",
+            met=p99 is not None and p99 < TARGET_P99_S,
+            note=note,
+        )
+    )
+    log.info("latency p50 %s p99 %s", p50, p99)
+
+
+def phase_memory_in_process(report: Report, created: list[Record], scratch: Path, trace_n: int) -> None:
+    path = scratch / "created.pickle"
+    with path.open("wb") as fh:
+        pickle.dump(created, fh)
+    rss = _probe(path, "rss")
+    report.details["memory_in_process_rss"] = rss
+    report.add(
+        Row(
+            "memory / open deal, in-process RSS",
+            rss["bytes_per_deal"],
+            "B",
+            target=f"< {TARGET_BYTES_PER_DEAL:,.0f} B",
+            met=rss["bytes_per_deal"] < TARGET_BYTES_PER_DEAL,
+            note=f"{rss['deals']:,} open deals, fresh interpreter",
+        )
+    )
+    if trace_n:
+        with path.open("wb") as fh:
+            pickle.dump(created[:trace_n], fh)
+        traced = _probe(path, "trace")
+        report.details["memory_in_process_tracemalloc"] = traced
+        report.add(
+            Row(
+                "memory / open deal, tracemalloc",
+                traced["bytes_per_deal"],
+                "B",
+                target=f"< {TARGET_BYTES_PER_DEAL:,.0f} B",
+                met=traced["bytes_per_deal"] < TARGET_BYTES_PER_DEAL,
+                note=f"{traced['deals']:,} deals; breakdown in JSON",
+            )
+        )
+    path.unlink()
+
+
+def _probe(path: Path, mode: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.bench.memory", str(path), "--mode", mode],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"memory probe ({mode}) failed:\n{done.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def phase_memory_worker(report: Report, names: Names, created: list[Record], logs: Path) -> None:
+    create_topic(names.deal_events)
+    warmup, load = created[:500], created[500:]
+    with BenchWorker(names, logs) as w:
+        w.wait_ready()
+        asyncio.run(produce_batches(names.deal_events, warmup))
+        w.wait_counted(len(warmup))
+        before = w.status("VmRSS")
+        asyncio.run(produce_batches(names.deal_events, load))
+        w.wait_counted(len(created))
+        after = w.status("VmRSS")
+        hwm = w.status("VmHWM")
+    per_deal = (after - before) / len(load)
+    report.details["memory_worker"] = {
+        "deals": len(load),
+        "rss_before": before,
+        "rss_after": after,
+        "vm_hwm": hwm,
+        "bytes_per_deal": per_deal,
+    }
+    report.add(
+        Row(
+            "memory / open deal, worker VmRSS",
+            per_deal,
+            "B",
+            target=f"< {TARGET_BYTES_PER_DEAL:,.0f} B",
+            met=per_deal < TARGET_BYTES_PER_DEAL,
+            note=f"{len(load):,} deals; {before / 2**20:,.0f} -> {after / 2**20:,.0f} MiB",
+        )
+    )
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> Report:
+    report = Report()
+    run_id = uuid4().hex[:8]
+    logs = RESULTS_DIR / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    check_broker()
+    pool_size = max(args.events, int(args.latency_rate * args.latency_seconds) + 1000)
+    t0 = time.perf_counter()
+    dataset: Dataset = build_dataset(pool_size, args.seed, PARTITIONS)
+    data = dataset.records[: args.events]
+    report.details["dataset"] = {
+        "events": len(data),
+        "pool": len(dataset.records),
+        "deals_in_pool": dataset.deals,
+        "event_types_in_pool": dataset.event_types,
+        "mean_value_bytes": dataset.value_bytes / len(dataset.records),
+        "build_s": time.perf_counter() - t0,
+        "seed": args.seed,
+    }
+    log.info(
+        "data set: %d events of %d deals in %.1fs",
+        len(dataset.records),
+        dataset.deals,
+        time.perf_counter() - t0,
+    )
+
+    def step(name: str, fn: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        log.info("== %s", name)
+        try:
+            return fn()
+        except BenchError as exc:
+            report.errors.append(f"{name}: {exc}")
+            log.error("%s failed: %s", name, exc)
+            return None
+        finally:
+            report.details.setdefault("phase_seconds", {})[name] = round(time.perf_counter() - t, 1)
+
+    try:
+        main_names = new_names("tp", run_id)
+        step("produce", lambda: phase_produce(report, main_names, data))
+        baseline = step("baseline", lambda: phase_baselines(report, main_names, len(data)))
+        if baseline:
+            step("worker", lambda: phase_worker(report, main_names, len(data), baseline, logs))
+            step(
+                "in-process",
+                lambda: phase_in_process(report, data, baseline, min(len(data), args.profile_events)),
+            )
+        step(
+            "latency",
+            lambda: phase_latency(
+                report,
+                new_names("lat", run_id),
+                dataset.records,
+                args.latency_rate,
+                args.latency_seconds,
+                logs,
+            ),
+        )
+        created = created_only(args.memory_deals, args.seed + 1, PARTITIONS)
+        step("memory in-process", lambda: phase_memory_in_process(report, created, logs, args.trace_deals))
+        if not args.skip_worker_memory:
+            step(
+                "memory worker", lambda: phase_memory_worker(report, new_names("mem", run_id), created, logs)
+            )
+    finally:
+        if not args.keep_topics:
+            with contextlib.suppress(Exception):
+                report.details["topics_deleted"] = delete_topics(run_id)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.bench.bench_worker",
+        description="Throughput, latency and memory of the salesops worker.",
+    )
+    parser.add_argument(
+        "--events", type=int, help="events for the throughput runs (default 200000; --quick 20000)"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, ~2 minutes")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--latency-rate", type=float, default=2000.0, help="paced events/s of the latency run"
+    )
+    parser.add_argument(
+        "--latency-seconds", type=float, help="length of the paced run (default 20; --quick 5)"
+    )
+    parser.add_argument(
+        "--memory-deals", type=int, help="open deals of the memory runs (default 100000; --quick 20000)"
+    )
+    parser.add_argument(
+        "--trace-deals",
+        type=int,
+        help="deals of the tracemalloc breakdown (slow; default 25000; --quick 5000; 0 skips it)",
+    )
+    parser.add_argument("--profile-events", type=int, default=50_000, help="events under cProfile")
+    parser.add_argument("--skip-worker-memory", action="store_true", help="skip the worker VmRSS run")
+    parser.add_argument("--keep-topics", action="store_true", help="do not delete this run's bench-* topics")
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.events = args.events or (20_000 if quick else 200_000)
+    args.latency_seconds = args.latency_seconds or (5.0 if quick else 20.0)
+    args.memory_deals = args.memory_deals or (20_000 if quick else 100_000)
+    if args.trace_deals is None:
+        args.trace_deals = 5_000 if quick else 25_000
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s bench %(message)s", stream=sys.stderr)
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+    started = datetime.now(UTC)
+    t0 = time.perf_counter()
+    try:
+        report = run(args)
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    machine_info = machine()
+    result = {
+        "started_at": started.isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "command": " ".join(
+            ["python -m tests.bench.bench_worker", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "machine": machine_info,
+        "kafka_bootstrap": BOOTSTRAP,
+        "partitions": PARTITIONS,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "rows": [{**vars(r), "ratio": r.ratio} for r in report.rows],
+        "errors": report.errors,
+        "details": report.details,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    m = machine_info
+    out = [
+        f"salesops bench: {len(report.rows)} numbers in {result['seconds']:.0f} s; "
+        f"{m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, commit {m['git_commit']}",
+        "",
+        render(report),
+        "",
+    ]
+    notes = [f"  {r.metric}: {r.note}" for r in report.rows if r.note]
+    out += ["notes:", *notes, ""]
+    if "profile" in report.details:
+        out += [render_profile(report.details["profile"]), ""]
+    traced = report.details.get("memory_in_process_tracemalloc")
+    if traced:
+        out.append(f"tracemalloc per open deal by allocating file ({traced['deals']:,} deals):")
+        out += [f"  {v:8,.0f} B  {k}" for k, v in traced["by_file_bytes_per_deal"].items()]
+        out.append("")
+    if report.errors:
+        out += ["errors:", *(f"  {e}" for e in report.errors), ""]
+    out.append(f"written to {args.output}")
+    print("\n".join(out))
+    return 1 if report.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
