@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import date
+from decimal import Decimal
 
 import pytest
 
@@ -132,4 +133,48 @@ def test_views_match_reference_over_api_redis_and_topics(
         return out == expected
 
     poll(topic_rows, 60, interval=1, what="salesops.pipeline topic == reference")
+
+    # the other views, on their topics and in Redis: funnel, stage aging, movement
+    month = worker.json("/api/movement")["period"]
+    want: dict[str, dict[str, tuple]] = {"funnel": {}, "stage-aging": {}, "movement": {}}
+    for pipeline in ref.pipelines:
+        c = closed.get(pipeline, {"won": 0, "lost": 0, "won_cents": 0, "lost_cents": 0})
+        want["funnel"][f"last-90d:{pipeline}"] = (c["won"], c["lost"], c["won_cents"])
+        want["movement"][f"{month}:{pipeline}"] = (ref.open_value_by_pipeline().get(pipeline, 0),)
+    for (pipeline, stage), (n, _med, _max) in ref_aging.items():
+        want["stage-aging"][f"{pipeline}:{stage}"] = (n,)
+
+    def figures(view: str, rec: dict) -> tuple:
+        cents = lambda v: int(Decimal(str(v)) * 100)  # noqa: E731 - Avro decimal or Redis string
+        if view == "funnel":
+            return (rec["won_count"], rec["lost_count"], cents(rec["won_value"]))
+        if view == "movement":
+            return (cents(rec["end"]),)
+        return (rec["open"],)
+
+    for view, expected_rows in want.items():
+        codec = Codec.for_record(
+            {
+                "funnel": "FunnelAggregate",
+                "stage-aging": "StageAgingAggregate",
+                "movement": "MovementAggregate",
+            }[view]
+        )
+
+        def on_topic(view=view, codec=codec, expected_rows=expected_rows) -> bool:
+            latest = latest_by_key(consume_all(names.output(view), 1, timeout=20))
+            got = {k: figures(view, codec.decode(v)) for k, v in latest.items() if k in expected_rows and v}
+            return got == expected_rows
+
+        def in_redis(view=view, expected_rows=expected_rows) -> bool:
+            raw = redis_client.hgetall(f"{names.uid}:view:{view}")
+            got = {
+                k.decode(): figures(view, json.loads(v))
+                for k, v in raw.items()
+                if k.decode() in expected_rows
+            }
+            return got == expected_rows
+
+        poll(on_topic, 60, interval=1, what=f"{view} topic == reference")
+        poll(in_redis, 60, interval=1, what=f"{view} in Redis == reference")
     assert worker.stop() == 0
