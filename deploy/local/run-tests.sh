@@ -14,7 +14,7 @@ cleanup() {
   if [[ $started == 1 ]]; then bash "$STACK" down || true; fi
 }
 trap cleanup EXIT
+bash deploy/prometheus/test.sh
 # Integration tests must not be skipped in CI: the fixtures fail (not skip) when the
 # stack is unreachable, and -rs lists any skip with its reason.
 .venv/bin/python -m pytest tests -rs -q -p no:cacheprovider "$@"
-bash deploy/prometheus/test.sh
