@@ -45,7 +45,7 @@ for _ in $(seq 1 120); do
   fi
   sleep 0.5
 done
-.venv/bin/salesops simulate --loop --rate "${SALESOPS_DEMO_RATE:-200}" >"$LOGS/simulator.log" 2>&1 &
+.venv/bin/salesops simulate --loop --survey-waves 9 --rate "${SALESOPS_DEMO_RATE:-200}" >"$LOGS/simulator.log" 2>&1 &
 sim_pid=$!
 cat <<MSG
 
