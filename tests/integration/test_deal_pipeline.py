@@ -47,6 +47,21 @@ def simulated(tmp_path, names: Names):
     return DealReference(read_jsonl(out / "deals.jsonl"))
 
 
+def pipeline_topic_rows(names: Names) -> dict[tuple[str, str], tuple[int, int, int]]:
+    """(pipeline, stage) -> (deals, value cents, weighted cents) from the latest record per key."""
+    codec = Codec.for_record("PipelineAggregate")
+    rows = {}
+    for key, value in latest_by_key(consume_all(names.output("pipeline"), 1, timeout=20)).items():
+        if value is not None and key.startswith("stage:"):
+            rec = codec.decode(value)
+            rows[(rec["pipeline"], rec["value_of"])] = (
+                rec["deals"],
+                int(rec["value"] * 100),
+                int(rec["weighted_value"] * 100),
+            )
+    return rows
+
+
 def api_by_stage(worker) -> dict[tuple[str, str], tuple[int, int, int]]:
     rows = worker.json("/api/pipeline")["by_stage"]
     return {(r["pipeline"], r["stage"]): (r["deals"], r["value_cents"], r["weighted_cents"]) for r in rows}
@@ -115,24 +130,12 @@ def test_views_match_reference_over_api_redis_and_topics(
     poll(lambda: redis_rows() == want_redis, 30, what="Redis pipeline hash == reference")
 
     # aggregate topic: the latest record per key, decoded with the .avsc codec
-    codec = Codec.for_record("PipelineAggregate")
-
-    def topic_rows():
-        records = consume_all(names.output("pipeline"), 1, timeout=20)
-        latest = latest_by_key(records)
-        out = {}
-        for key, value in latest.items():
-            if value is None or not key.startswith("stage:"):
-                continue
-            rec = codec.decode(value)
-            out[(rec["pipeline"], rec["value_of"])] = (
-                rec["deals"],
-                int(rec["value"] * 100),
-                int(rec["weighted_value"] * 100),
-            )
-        return out == expected
-
-    poll(topic_rows, 60, interval=1, what="salesops.pipeline topic == reference")
+    poll(
+        lambda: pipeline_topic_rows(names) == expected,
+        60,
+        interval=1,
+        what="salesops.pipeline topic == reference",
+    )
 
     # the other views, on their topics and in Redis: funnel, stage aging, movement
     month = worker.json("/api/movement")["period"]

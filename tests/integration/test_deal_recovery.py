@@ -8,10 +8,9 @@ import sys
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from schemas.codec import Codec
-from tests.integration.conftest import ROOT, Names, consume_all, create_topic, poll, run_cli
+from tests.integration.conftest import ROOT, Names, create_topic, poll, run_cli
 from tests.integration.reference import DealReference, read_jsonl
-from tests.integration.test_deal_pipeline import api_by_stage, latest_by_key
+from tests.integration.test_deal_pipeline import api_by_stage, pipeline_topic_rows
 
 
 def simulate(tmp_path, deals: int, seed: int):
@@ -113,21 +112,6 @@ def test_two_workers_in_one_group_sum_to_the_reference(names: Names, start_worke
     )
     values = prometheus_sum(workers, "salesops_pipeline_value")
     assert {k: round(v * 100) for k, v in values.items()} == {k: v for k, (_n, v, _w) in expected.items()}
-    codec = Codec.for_record("PipelineAggregate")
-
-    def topic_rows():
-        latest = latest_by_key(consume_all(names.output("pipeline"), 1, timeout=20))
-        rows = {}
-        for key, value in latest.items():
-            if value is not None and key.startswith("stage:"):
-                rec = codec.decode(value)
-                rows[(rec["pipeline"], rec["value_of"])] = (
-                    rec["deals"],
-                    int(rec["value"] * 100),
-                    int(rec["weighted_value"] * 100),
-                )
-        return rows == expected
-
-    poll(topic_rows, 60, interval=1, what="aggregate topic == reference")
+    poll(lambda: pipeline_topic_rows(names) == expected, 60, interval=1, what="aggregate topic == reference")
     for w in workers:
         assert w.stop() == 0

@@ -219,7 +219,7 @@ def test_enps_drop_fires_one_alert_on_the_alerts_topic(names: Names, start_worke
             }
         )
 
-    # previous 30 days: 6 promoters -> eNPS 100; last 30 days: 3 promoters, 3 detractors -> 0: a 100-point drop
+    # previous 30 days: 6 promoters -> eNPS 100; last 30 days: 3 promoters + 3 detractors -> 0: drop 100
     before = [answer(i, 10, 45) for i in range(6)]
     after = [answer(10 + i, 10 if i < 3 else 2, 5) for i in range(6)]
     create_topic(names.responses, names.partitions)
