@@ -29,51 +29,68 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * PAGE
 
 
-def load(records: list[Record]) -> InProcessDeals:
-    pipe = InProcessDeals()
+def load(records: list[Record], pipe: InProcessDeals | None = None) -> InProcessDeals:
+    pipe = pipe or InProcessDeals()
     for r in records:
         pipe.handle(r.partition, r.value)
     return pipe
 
 
+def _short(filename: str) -> str:
+    parts = Path(filename).parts
+    if "site-packages" in parts:
+        return parts[parts.index("site-packages") + 1]
+    return "/".join(parts[-2:])
+
+
+def _by_file(stats: list[tracemalloc.StatisticDiff], deals: int) -> dict[str, float]:
+    out: dict[str, int] = {}
+    for stat in stats:
+        name = _short(stat.traceback[0].filename)
+        out[name] = out.get(name, 0) + stat.size_diff
+    return {k: v / deals for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if abs(v / deals) >= 1}
+
+
 def measure(records: list[Record], mode: str) -> dict[str, object]:
-    # warm the code paths and the per-partition structures on a throwaway instance, so the
-    # delta below is the deals and not imports, caches or first-use allocations
+    """Bytes per deal over all deals, and over the second half alone: the second half
+    leaves out fixed costs (per-partition structures, the views' bounded cache of recently
+    changed deals) that a small run would otherwise spread over few deals."""
+    # warm the code paths on a throwaway instance, so the delta below is the deals and not
+    # imports, caches or first-use allocations
     load(records[:200])
     gc.collect()
+    half = len(records) // 2
     out: dict[str, object] = {"deals": len(records), "mode": mode}
+    pipe = InProcessDeals()
     if mode == "rss":
         before = rss_bytes()
-        pipe = load(records)
+        load(records[:half], pipe)
+        gc.collect()
+        middle = rss_bytes()
+        load(records[half:], pipe)
         gc.collect()
         after = rss_bytes()
-        out["rss_before"], out["rss_after"] = before, after
+        out |= {"rss_before": before, "rss_middle": middle, "rss_after": after}
         out["bytes_per_deal"] = (after - before) / len(records)
+        out["marginal_bytes_per_deal"] = (after - middle) / (len(records) - half)
     else:
+        # the snapshots themselves are traced (tracemalloc.py): left out of every figure
+        mine = [tracemalloc.Filter(False, tracemalloc.__file__)]
         tracemalloc.start(1)
-        base, _ = tracemalloc.get_traced_memory()
-        pipe = load(records)
+        start = tracemalloc.take_snapshot().filter_traces(mine)
+        load(records[:half], pipe)
         gc.collect()
-        current, peak = tracemalloc.get_traced_memory()
-        snapshot = tracemalloc.take_snapshot()
+        mid_snapshot = tracemalloc.take_snapshot().filter_traces(mine)
+        load(records[half:], pipe)
+        gc.collect()
+        end = tracemalloc.take_snapshot().filter_traces(mine)
         tracemalloc.stop()
-        out["bytes_per_deal"] = (current - base) / len(records)
-        out["peak_bytes_per_deal"] = (peak - base) / len(records)
-        by_file: dict[str, int] = {}
-        for stat in snapshot.statistics("filename"):
-            name = stat.traceback[0].filename
-            parts = Path(name).parts
-            short = (
-                "/".join(parts[-2:])
-                if "site-packages" not in parts
-                else parts[parts.index("site-packages") + 1]
-            )
-            by_file[short] = by_file.get(short, 0) + stat.size
-        out["by_file_bytes_per_deal"] = {
-            k: v / len(records)
-            for k, v in sorted(by_file.items(), key=lambda kv: -kv[1])
-            if v / len(records) >= 1
-        }
+        whole = end.compare_to(start, "filename")
+        second = end.compare_to(mid_snapshot, "filename")
+        out["bytes_per_deal"] = sum(s.size_diff for s in whole) / len(records)
+        out["marginal_bytes_per_deal"] = sum(s.size_diff for s in second) / (len(records) - half)
+        out["by_file_bytes_per_deal"] = _by_file(whole, len(records))
+        out["marginal_by_file_bytes_per_deal"] = _by_file(second, len(records) - half)
     table = pipe.table
     out["table_value_bytes_per_deal"] = sum(len(v) for v in table.values()) / max(len(table), 1)
     out["open_deals"] = len(table)

@@ -40,7 +40,8 @@ from streams.pipelines import (
 )
 from streams.validation import Limits, Rejection, validate_deal
 
-SIMULATED_DAYS = 120
+HISTORY_DAYS = 120  # `salesops simulate`'s default span: a backfill of four months
+LIVE_MS = 3_600_000  # a live feed: the CRM's last hour
 DUPLICATE_RATE = 0.02  # the `salesops simulate` defaults
 REORDER_RATE = 0.05
 
@@ -77,15 +78,33 @@ def core_config() -> tuple[PipelineConfig, Rates]:
     )
 
 
-def build_dataset(n_events: int, seed: int, partitions: int, now_ms: int | None = None) -> Dataset:
-    """``n_events`` delivered deal events (a feed's first ``n_events``), encoded."""
+def squeeze(events: list[dict[str, Any]], now_ms: int, window_ms: int) -> list[dict[str, Any]]:
+    """The same events with their times scaled linearly into ``[now - window, now]``.
+
+    Replayed against the worker's wall clock, a simulated history makes every stage visit
+    that started longer ago than its stall threshold look overdue until the deal's next
+    event arrives: a stall check and a FIRING alert each, which a live CRM feed does not
+    cause.  Squeezed into the last hour no visit is overdue: the deal path alone.
+    """
+    first = min(e["occurred_at"] for e in events)
+    scale = window_ms / max(now_ms - first, 1)
+    return [{**e, "occurred_at": now_ms - int((now_ms - e["occurred_at"]) * scale)} for e in events]
+
+
+def build_dataset(
+    n_events: int, seed: int, partitions: int, live: bool = False, now_ms: int | None = None
+) -> Dataset:
+    """``n_events`` delivered deal events (a feed's first ``n_events``), encoded: a
+    four-month backfill (``salesops simulate``'s default span), or ``live`` (:func:`squeeze`)."""
     config, rates = core_config()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     encoder = RecordEncoder(config, rates)
     events: list[dict[str, Any]] = []
     n_deals = max(n_events // 4, 1)  # ~4.6 events per simulated deal
     while len(events) < n_events:
-        canonical = generate_deals(seed, n_deals, now_ms - SIMULATED_DAYS * DAY_MS, config, now_ms=now_ms)
+        canonical = generate_deals(seed, n_deals, now_ms - HISTORY_DAYS * DAY_MS, config, now_ms=now_ms)
+        if live:
+            canonical = squeeze(canonical, now_ms, LIVE_MS)
         events = deliver(canonical, seed, DUPLICATE_RATE, REORDER_RATE)
         n_deals = int(n_deals * 1.3) + 1
     events = events[:n_events]
@@ -99,13 +118,14 @@ def build_dataset(n_events: int, seed: int, partitions: int, now_ms: int | None 
 
 
 def created_only(n_deals: int, seed: int, partitions: int, now_ms: int | None = None) -> list[Record]:
-    """One CREATED event for each of ``n_deals`` distinct deals: ``n_deals`` open deals."""
+    """One CREATED event for each of ``n_deals`` distinct deals, all in the last hour:
+    ``n_deals`` open deals, none overdue."""
     config, rates = core_config()
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     encoder = RecordEncoder(config, rates)
-    canonical = generate_deals(seed, n_deals, now_ms - SIMULATED_DAYS * DAY_MS, config, now_ms=now_ms)
+    canonical = generate_deals(seed, n_deals, now_ms - HISTORY_DAYS * DAY_MS, config, now_ms=now_ms)
     out = []
-    for event in canonical:
+    for event in squeeze(canonical, now_ms, LIVE_MS):
         if event["event_type"] == "CREATED":
             key, value = encoder.encode("deals", event, now_ms)
             out.append(Record(partition_of(key, partitions), key, value))
