@@ -41,6 +41,7 @@ from streams.pipelines import DEFAULT_PIPELINES_FILE, DEFAULT_RATES_FILE, load_p
 from streams.validation import Limits, Rejection, validate_deal, validate_invitation, validate_response
 
 log = logging.getLogger(__name__)
+REPUBLISH_S = 30.0  # global outputs are refreshed at least this often (ages grow with time)
 
 
 @dataclass
@@ -72,9 +73,11 @@ class PartialBook:
     """Latest partial per ``<view>:<partition>`` as read from the partials topic."""
 
     latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: int = 0  # bumped on every put: global outputs are recomputed only on change
 
     def put(self, key: str, partial: dict[str, Any]) -> None:
         self.latest[key] = partial
+        self.version += 1
 
     def parts(self, view: str) -> list[dict[str, Any]]:
         prefix = view + ":"
@@ -103,6 +106,9 @@ class SalesopsWorker:
         self.enps_firing: dict[str, dict[str, Any]] = {}
         # global outputs wait until the partials/alerts reader has read to the end once
         self.reader_caught_up = False
+        self._gauged_partitions: frozenset[int] = frozenset()
+        self._published_version = -1
+        self._published_at = 0.0
         self.secret = s.respondent_secret.value.encode()
         (Path(s.data_dir) / s.app_id).mkdir(parents=True, exist_ok=True)
         host = "127.0.0.1" if s.web_host in ("0.0.0.0", "") else s.web_host
@@ -454,9 +460,18 @@ class SalesopsWorker:
         }
 
     async def publish_views(self) -> None:
-        """Publish changed partials; the publisher also writes global outputs."""
+        """Publish changed partials; the publisher also writes global outputs.
+
+        Work here is proportional to the state, and it shares the event loop with the
+        agents: so partials are built only for changed partitions, the worker's gauges
+        only when one of its partials changed, and the global outputs only when a partial
+        changed anywhere or ``REPUBLISH_S`` passed (aging moves with the clock).
+        """
+        owned = frozenset(self.partitions)
+        deals_changed = owned != self._gauged_partitions
         for p, part in list(self.partitions.items()):
             if part.dirty:
+                deals_changed = True
                 part.dirty = False
                 partial = self.deal_partial(p, part)
                 self.book.put(f"deals:{p}", partial)
@@ -467,10 +482,17 @@ class SalesopsWorker:
                 partial = spart.views.partial()
                 self.book.put(f"pulse:{p}", partial)
                 await self.partials_topic.send(key=f"pulse:{p}".encode(), value=json.dumps(partial).encode())
-        self.publisher.update_worker_gauges()
+        if deals_changed:
+            self._gauged_partitions = owned
+            self.publisher.update_worker_gauges(
+                [self.book.latest[f"deals:{p}"]["views"] for p in owned if f"deals:{p}" in self.book.latest]
+            )
         if 0 in self.partitions and self.reader_caught_up:
-            await self.publisher.publish_global()
-            await self.check_enps_drops(self.merged_pulse(), self.now_ms())
+            stale = time.monotonic() - self._published_at > REPUBLISH_S
+            if self.book.version != self._published_version or stale:
+                self._published_version, self._published_at = self.book.version, time.monotonic()
+                await self.publisher.publish_global()
+                await self.check_enps_drops(self.merged_pulse(), self.now_ms())
 
     async def read_partials(self) -> None:
         """Follow the partials topic from the beginning, without a consumer group."""

@@ -140,10 +140,10 @@ class Publisher:
         await self.worker.app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
     # -------------------------------------------------------------- per-worker gauges
-    def update_worker_gauges(self) -> None:
+    def update_worker_gauges(self, own_partials: list[dict[str, Any]]) -> None:
         """Additive gauges over this worker's own partitions (sum over workers = total)."""
         w, m = self.worker, self.worker.metrics
-        own = merge_partials([p.views.partial() for p in w.partitions.values()])
+        own = merge_partials(own_partials)
         currency = w.rates.reporting_currency
         rows = pipeline_rows(own)["by_stage"]
         set_gauge_family(m.pipeline_value, {(r["pipeline"], r["stage"], currency): r["value"] for r in rows})

@@ -48,7 +48,26 @@ class SalesopsMetrics:
         self.event_lag = Histogram(
             "salesops_event_to_view_seconds",
             "Kafka record timestamp to the view being updated (end-to-end latency)",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            buckets=(
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.15,
+                0.2,
+                0.3,
+                0.4,
+                0.5,
+                0.75,
+                1,
+                2.5,
+                5,
+                10,
+                30,
+                60,
+                300,
+            ),
             registry=r,
         )
         self.sink_errors = Counter(
