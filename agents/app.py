@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -38,7 +39,14 @@ from streams.clock import Watermark
 from streams.periods import PeriodError, current_month, parse_period
 from streams.pipeline_views import PipelineViews, aging, funnel, merge_partials, movement, pipeline_rows
 from streams.pipelines import DEFAULT_PIPELINES_FILE, DEFAULT_RATES_FILE, load_pipelines, load_rates
-from streams.validation import Limits, Rejection, validate_deal, validate_invitation, validate_response
+from streams.validation import (
+    Limits,
+    Rejection,
+    to_epoch_ms,
+    validate_deal,
+    validate_invitation,
+    validate_response,
+)
 
 log = logging.getLogger(__name__)
 REPUBLISH_S = 30.0  # global outputs are refreshed at least this often (ages grow with time)
@@ -209,8 +217,8 @@ class SalesopsWorker:
         if self.settings.clock == "wall":
             return self.now_ms()
         if partition is not None and partition in self.partitions:
-            return self.partitions[partition].watermark.now_ms() or 0
-        marks = [p.watermark.now_ms() or 0 for p in self.partitions.values()]
+            return self.partitions[partition].watermark.now_ms()
+        marks = [p.watermark.now_ms() for p in self.partitions.values()]
         return max(marks, default=0)
 
     def _limits(self) -> Limits:
@@ -295,19 +303,12 @@ class SalesopsWorker:
         old = DealRecord.from_bytes(stored) if stored else None
         new_deal = deal_core.apply(old.deal if old else None, result, self.config)
         if new_deal is not None:
-            old_alert = stalled.AlertState.from_dict(old.alert) if old and old.alert else None
+            old_alert = stalled.AlertState.from_dict(old.alert) if old else None
             alert, transitions = stalled.on_deal_change(
                 old.deal if old else None, new_deal, old_alert, self.clock_ms(msg.partition), self.config
             )
-            self.deals[key] = DealRecord(
-                msg.partition, new_deal, alert.to_dict() if alert else None
-            ).to_bytes()
             part.views.replace(old.deal if old else None, new_deal)
-            part.index.track(new_deal, alert)
-            part.note_alert(new_deal.deal_id, alert.to_dict() if alert else None)
-            part.dirty = True
-            for t in transitions:
-                await self.emit_alert(t.to_record())
+            await self._store_deal(msg.partition, new_deal, alert, transitions)
         self.metrics.events.labels(msg.topic, "ok").inc()
         self.metrics.processing.labels(msg.topic).observe(time.perf_counter() - started)
         if msg.timestamp:
@@ -323,20 +324,32 @@ class SalesopsWorker:
         if not stored:
             return
         rec = DealRecord.from_bytes(stored)
-        old_alert = stalled.AlertState.from_dict(rec.alert) if rec.alert else None
         alert, transitions = stalled.on_check(
-            rec.deal, old_alert, check, self.clock_ms(msg.partition), self.config
+            rec.deal,
+            stalled.AlertState.from_dict(rec.alert),
+            check,
+            self.clock_ms(msg.partition),
+            self.config,
         )
         if transitions:
-            self.deals[check.deal_id.encode()] = DealRecord(
-                rec.partition, rec.deal, alert.to_dict() if alert else None
-            ).to_bytes()
-            part = self._partition(rec.partition)
-            part.index.track(rec.deal, alert)
-            part.note_alert(rec.deal.deal_id, alert.to_dict() if alert else None)
-            part.dirty = True
-            for t in transitions:
-                await self.emit_alert(t.to_record())
+            await self._store_deal(rec.partition, rec.deal, alert, transitions)
+
+    async def _store_deal(
+        self,
+        partition: int,
+        deal: deal_core.Deal,
+        alert: stalled.AlertState | None,
+        transitions: list[stalled.AlertTransition],
+    ) -> None:
+        """Write a changed deal record, re-index its stall check and emit its alert transitions."""
+        alert_dict = alert.to_dict() if alert else None
+        self.deals[deal.deal_id.encode()] = DealRecord(partition, deal, alert_dict).to_bytes()
+        part = self._partition(partition)
+        part.index.track(deal, alert)
+        part.note_alert(deal.deal_id, alert_dict)
+        part.dirty = True
+        for t in transitions:
+            await self.emit_alert(t.to_record())
 
     async def emit_alert(self, record: dict[str, Any]) -> None:
         await self.alerts.send(key=record["alert_id"].encode(), value=self.alert_codec.encode(record))
@@ -349,7 +362,7 @@ class SalesopsWorker:
         if isinstance(decoded, Rejection):
             await self.send_dead_letter(msg, decoded.reason, decoded.detail)
             return
-        record = {k: (_ms(v) if hasattr(v, "timestamp") else v) for k, v in decoded.items()}
+        record = {k: (to_epoch_ms(v, k) if isinstance(v, datetime) else v) for k, v in decoded.items()}
         assert self.webhook is not None  # the agent exists only with a webhook URL
         result = await self.webhook.deliver(record)
         if result.delivered:
@@ -391,7 +404,7 @@ class SalesopsWorker:
             if part is None:
                 continue
             part.views.replace(None, rec.deal)
-            part.index.track(rec.deal, stalled.AlertState.from_dict(rec.alert) if rec.alert else None)
+            part.index.track(rec.deal, stalled.AlertState.from_dict(rec.alert))
             part.note_alert(rec.deal.deal_id, rec.alert)
             last = rec.deal.observations[-1].occurred_at if rec.deal.observations else 0
             part.watermark.observe(last)
@@ -456,7 +469,7 @@ class SalesopsWorker:
         return {
             "views": part.views.partial(),
             "stalled": sorted(part.firing.values(), key=lambda a: a["alert_id"]),
-            "watermark": part.watermark.now_ms() or 0,
+            "watermark": part.watermark.now_ms(),
         }
 
     async def publish_views(self) -> None:
@@ -473,15 +486,11 @@ class SalesopsWorker:
             if part.dirty:
                 deals_changed = True
                 part.dirty = False
-                partial = self.deal_partial(p, part)
-                self.book.put(f"deals:{p}", partial)
-                await self.partials_topic.send(key=f"deals:{p}".encode(), value=json.dumps(partial).encode())
+                await self._publish_partial(f"deals:{p}", self.deal_partial(p, part))
         for p, spart in list(self.survey_partitions.items()):
             if spart.dirty:
                 spart.dirty = False
-                partial = spart.views.partial()
-                self.book.put(f"pulse:{p}", partial)
-                await self.partials_topic.send(key=f"pulse:{p}".encode(), value=json.dumps(partial).encode())
+                await self._publish_partial(f"pulse:{p}", spart.views.partial())
         if deals_changed:
             self._gauged_partitions = owned
             self.publisher.update_worker_gauges(
@@ -493,6 +502,12 @@ class SalesopsWorker:
                 self._published_version, self._published_at = self.book.version, time.monotonic()
                 await self.publisher.publish_global()
                 await self.check_enps_drops(self.merged_pulse(), self.now_ms())
+
+    async def _publish_partial(self, key: str, partial: dict[str, Any]) -> None:
+        """Keep a partial locally (this worker's answers need not wait for the round trip)
+        and publish it for the other workers."""
+        self.book.put(key, partial)
+        await self.partials_topic.send(key=key.encode(), value=json.dumps(partial).encode())
 
     async def read_partials(self) -> None:
         """Follow the partials topic from the beginning, without a consumer group."""
@@ -538,7 +553,7 @@ class SalesopsWorker:
         if rec["kind"] != "ENPS_DROP":
             return
         if rec["status"] == "FIRING":
-            self.enps_firing[rec["subject"]] = {**rec, "fired_at": _ms(rec["fired_at"])}
+            self.enps_firing[rec["subject"]] = {**rec, "fired_at": to_epoch_ms(rec["fired_at"], "fired_at")}
         elif self.enps_firing.get(rec["subject"], {}).get("alert_id") == rec["alert_id"]:
             del self.enps_firing[rec["subject"]]
 
@@ -702,10 +717,6 @@ class SalesopsWorker:
                     "questions": pulse.pulse_view(merged, survey, k),
                 },
             )
-
-
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000) if hasattr(value, "timestamp") else int(value)
 
 
 def merge_deal_partials(parts: list[dict[str, Any]]) -> dict[str, Any]:

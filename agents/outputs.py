@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +124,16 @@ def movement_records(period: str, rows: list[dict[str, Any]], currency: str) -> 
     }
 
 
+@dataclass
+class GlobalFigures:
+    """Merged results the ratio gauges are set from: funnel per period label, aging rows,
+    eNPS rows per window."""
+
+    funnels: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aging: list[dict[str, Any]] = field(default_factory=list)
+    enps: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
 class Publisher:
     """Owns the output sinks of one worker and turns partials into their records."""
 
@@ -158,7 +169,8 @@ class Publisher:
         set_gauge_family(m.stalled_deals, {k: float(v) for k, v in stalled.items()})
 
     # -------------------------------------------------------------- global outputs
-    def global_records(self, now: int) -> dict[str, dict[str, dict[str, Any]]]:
+    def global_records(self, now: int) -> tuple[dict[str, dict[str, dict[str, Any]]], GlobalFigures]:
+        """Every aggregate row by view, and the figures the ratio gauges are set from."""
         w = self.worker
         merged = w.merged_deals()
         views = merged["views"]
@@ -167,14 +179,14 @@ class Publisher:
         records["pipeline"] = pipeline_records(pipeline_rows(views), currency)
         periods = [trailing_period(d, now, w.tz) for d in w.settings.trailing_windows_days]
         periods += [current_month(now, w.tz), current_quarter(now, w.tz)]
-        self._funnels = {}
+        figures = GlobalFigures()
         for period in periods:
             result = funnel(views, w.config, period, now)
-            self._funnels[period.label] = result
+            figures.funnels[period.label] = result
             records["funnel"].update(funnel_records(result, currency))
         stalled = Counter((a["pipeline"], a["stage"]) for a in merged["stalled"])
-        self._aging = aging(views, now)
-        for r in self._aging:
+        figures.aging = aging(views, now)
+        for r in figures.aging:
             records["stage-aging"][f"{r['pipeline']}:{r['stage']}"] = {
                 **{k: r[k] for k in ("pipeline", "stage", "open", "median_days", "p90_days", "max_days")},
                 "stalled": stalled.get((r["pipeline"], r["stage"]), 0),
@@ -183,10 +195,10 @@ class Publisher:
             records["movement"].update(movement_records(period.label, movement(views, period), currency))
         pulse_partial = w.merged_pulse()
         k = w.settings.anonymity_threshold
-        self._enps = {}
+
         for days in w.settings.trailing_windows_days:
             rows = pulse.enps_view(pulse_partial, days, w.now_ms(), k)
-            self._enps[f"{days}d"] = rows
+            figures.enps[f"{days}d"] = rows
             for r in rows:
                 records["enps"][f"{days}d:{r['group']}"] = {
                     "group": r["group"],
@@ -210,9 +222,9 @@ class Publisher:
                         "mean_score": r.get("mean_score"),
                         "favourable_ratio": r.get("favourable_ratio"),
                     }
-        return records
+        return records, figures
 
-    def update_global_gauges(self) -> None:
+    def update_global_gauges(self, figures: GlobalFigures) -> None:
         m = self.worker.metrics
         conv: dict[tuple[str, ...], float] = {}
         cohort: dict[tuple[str, ...], float] = {}
@@ -222,7 +234,7 @@ class Publisher:
         cycle: dict[tuple[str, ...], float] = {}
         velocity: dict[tuple[str, ...], float] = {}
         currency = self.worker.rates.reporting_currency
-        for label, result in self._funnels.items():
+        for label, result in figures.funnels.items():
             for p in result["pipelines"]:
                 pid = p["pipeline"]
                 for s in p["stages"]:
@@ -249,13 +261,13 @@ class Publisher:
         set_gauge_family(m.sales_cycle, cycle)
         set_gauge_family(m.sales_velocity, velocity)
         ages: dict[tuple[str, ...], float] = {}
-        for r in self._aging:
+        for r in figures.aging:
             for q, f in (("0.5", "median_days"), ("0.9", "p90_days"), ("1", "max_days")):
                 ages[(r["pipeline"], r["stage"], q)] = r[f] * 86400
         set_gauge_family(m.stage_age, ages)
         enps: dict[tuple[str, ...], float] = {}
         responses: dict[tuple[str, ...], float] = {}
-        for window, rows in self._enps.items():
+        for window, rows in figures.enps.items():
             for r in rows:
                 responses[(r["group"], window)] = r["responses"]
                 if not r["suppressed"] and r.get("enps") is not None:
@@ -267,8 +279,8 @@ class Publisher:
         """Publisher only: aggregate topics, Redis and the ratio gauges from merged partials."""
         w = self.worker
         now = w.global_now_ms()
-        records = self.global_records(now)
-        self.update_global_gauges()
+        records, figures = self.global_records(now)
+        self.update_global_gauges(figures)
         for view, rows in records.items():
             self.topics.add(w.settings.topic(view), self.codecs[view], now, rows)
         try:
