@@ -240,6 +240,23 @@ def start_worker(
             w.stop()
 
 
+DEAL_OPTIONAL_FIELDS = ("owner_id", "team", "region", "expected_close_date", "probability")
+
+
+def deal_record(**fields: Any) -> dict[str, Any]:
+    """A DealEvent record for the codec: the given fields, ``source`` "test" unless given,
+    and the schema's optional fields None unless given."""
+    return {**dict.fromkeys(DEAL_OPTIONAL_FIELDS), "source": "test", **fields}
+
+
+def encoded_deal(**fields: Any) -> tuple[bytes, bytes]:
+    """(key, value) of a DealEvent as a CRM connector would produce it."""
+    from schemas.codec import Codec
+
+    record = deal_record(**fields)
+    return record["deal_id"].encode(), Codec.for_record("DealEvent").encode(record)
+
+
 def create_topic(name: str, partitions: int) -> None:
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     try:

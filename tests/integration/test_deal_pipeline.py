@@ -62,6 +62,25 @@ def pipeline_topic_rows(names: Names) -> dict[tuple[str, str], tuple[int, int, i
     return rows
 
 
+def assert_last_90_days_closed_match(worker, ref: DealReference) -> dict[str, dict[str, int]]:
+    """The API's won/lost counts, values and win rate of the last 90 days equal the
+    reference's; returns the reference figures per pipeline."""
+    funnel = worker.json("/api/funnel?period=last-90d")
+    today = date.fromisoformat(funnel["last_day"]).toordinal()
+    closed = ref.closed_in(today - 89, today)
+    for p in funnel["pipelines"]:
+        want = closed.get(p["pipeline"], {"won": 0, "lost": 0, "won_cents": 0, "lost_cents": 0})
+        assert (p["won_count"], p["lost_count"], p["won_cents"], p["lost_cents"]) == (
+            want["won"],
+            want["lost"],
+            want["won_cents"],
+            want["lost_cents"],
+        ), p["pipeline"]
+        if want["won"] + want["lost"]:
+            assert p["win_rate_count"] == pytest.approx(want["won"] / (want["won"] + want["lost"]))
+    return closed
+
+
 def api_by_stage(worker) -> dict[tuple[str, str], tuple[int, int, int]]:
     rows = worker.json("/api/pipeline")["by_stage"]
     return {(r["pipeline"], r["stage"]): (r["deals"], r["value_cents"], r["weighted_cents"]) for r in rows}
@@ -76,19 +95,7 @@ def test_views_match_reference_over_api_redis_and_topics(
     poll(lambda: api_by_stage(worker) == expected, 120, what="API pipeline == reference")
 
     # funnel: closed deals of the last 90 days, counted from the file by hand
-    funnel = worker.json("/api/funnel?period=last-90d")
-    today = date.fromisoformat(funnel["last_day"]).toordinal()
-    closed = ref.closed_in(today - 89, today)
-    for p in funnel["pipelines"]:
-        want = closed.get(p["pipeline"], {"won": 0, "lost": 0, "won_cents": 0, "lost_cents": 0})
-        assert (p["won_count"], p["lost_count"], p["won_cents"], p["lost_cents"]) == (
-            want["won"],
-            want["lost"],
-            want["won_cents"],
-            want["lost_cents"],
-        ), p["pipeline"]
-        if want["won"] + want["lost"]:
-            assert p["win_rate_count"] == pytest.approx(want["won"] / (want["won"] + want["lost"]))
+    closed = assert_last_90_days_closed_match(worker, ref)
 
     # aging at the API's own as_of
     aging = worker.json("/api/aging")

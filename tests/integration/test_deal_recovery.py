@@ -10,7 +10,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import ROOT, Names, create_topic, poll, run_cli
 from tests.integration.reference import DealReference, read_jsonl
-from tests.integration.test_deal_pipeline import api_by_stage, pipeline_topic_rows
+from tests.integration.test_deal_pipeline import (
+    api_by_stage,
+    assert_last_90_days_closed_match,
+    pipeline_topic_rows,
+)
 
 
 def simulate(tmp_path, deals: int, seed: int):
@@ -56,18 +60,7 @@ def test_sigkill_mid_import_then_restart_gives_the_reference(names: Names, start
     assert importer.wait(300) == 0, importer.stderr.read() if importer.stderr else ""
     expected = ref.open_by_stage()
     poll(lambda: api_by_stage(worker) == expected, 300, interval=1, what="views after restart == reference")
-    funnel = worker.json("/api/funnel?period=last-90d")
-    from datetime import date
-
-    today = date.fromisoformat(funnel["last_day"]).toordinal()
-    closed = ref.closed_in(today - 89, today)
-    for p in funnel["pipelines"]:
-        want = closed.get(p["pipeline"], {"won": 0, "lost": 0, "won_cents": 0, "lost_cents": 0})
-        assert (p["won_count"], p["lost_count"], p["won_cents"]) == (
-            want["won"],
-            want["lost"],
-            want["won_cents"],
-        )
+    assert_last_90_days_closed_match(worker, ref)
     assert worker.stop() == 0
 
 

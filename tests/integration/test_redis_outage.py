@@ -13,12 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from schemas.codec import Codec
 from sinks.base import SinkUnavailable
 from sinks.redis_snapshot import RedisSnapshotSink
-from tests.integration.conftest import Names, create_topic, free_port, poll, produce
-
-DEAL = Codec.for_record("DealEvent")
+from tests.integration.conftest import Names, create_topic, encoded_deal, free_port, poll, produce
 
 
 def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
@@ -65,23 +62,16 @@ def test_worker_keeps_consuming_through_a_redis_outage(names: Names, start_worke
     now = int(time.time() * 1000)
 
     def event(i: int) -> tuple[bytes, bytes]:
-        return f"D{i}".encode(), DEAL.encode(
-            {
-                "event_id": f"e{i}",
-                "source": "t",
-                "deal_id": f"D{i}",
-                "event_type": "CREATED",
-                "occurred_at": now - i,
-                "pipeline": "default",
-                "stage": "contractsent",
-                "amount": Decimal("10.00"),
-                "currency": "USD",
-                "owner_id": None,
-                "team": None,
-                "region": None,
-                "expected_close_date": None,
-                "probability": None,
-            }
+        return encoded_deal(
+            event_id=f"e{i}",
+            source="t",
+            deal_id=f"D{i}",
+            event_type="CREATED",
+            occurred_at=now - i,
+            pipeline="default",
+            stage="contractsent",
+            amount=Decimal("10.00"),
+            currency="USD",
         )
 
     produce(names.deal_events, [event(i) for i in range(5)])

@@ -15,9 +15,16 @@ import pytest
 from kafka import KafkaAdminClient
 
 from schemas.codec import Codec
-from tests.integration.conftest import BOOTSTRAP, Names, consume_all, create_topic, poll, produce
+from tests.integration.conftest import (
+    BOOTSTRAP,
+    Names,
+    consume_all,
+    create_topic,
+    encoded_deal,
+    poll,
+    produce,
+)
 
-DEAL = Codec.for_record("DealEvent")
 ALERT = Codec.for_record("Alert")
 DAY = 86_400_000
 T0 = (int(time.time() * 1000) // DAY - 10) * DAY  # ten days ago, midnight UTC
@@ -70,23 +77,16 @@ class Receiver:
 def deal(
     event_id: str, deal_id: str, stage: str, at: int, event_type: str = "STAGE_CHANGED"
 ) -> tuple[bytes, bytes]:
-    return deal_id.encode(), DEAL.encode(
-        {
-            "event_id": event_id,
-            "source": "test",
-            "deal_id": deal_id,
-            "event_type": event_type,
-            "occurred_at": at,
-            "pipeline": "p",
-            "stage": stage,
-            "amount": Decimal("1000.00"),
-            "currency": "USD",
-            "owner_id": "u-1",
-            "team": None,
-            "region": None,
-            "expected_close_date": None,
-            "probability": None,
-        }
+    return encoded_deal(
+        event_id=event_id,
+        deal_id=deal_id,
+        event_type=event_type,
+        occurred_at=at,
+        pipeline="p",
+        stage=stage,
+        amount=Decimal("1000.00"),
+        currency="USD",
+        owner_id="u-1",
     )
 
 

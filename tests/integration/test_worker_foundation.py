@@ -7,7 +7,15 @@ import time
 from decimal import Decimal
 
 from schemas.codec import Codec
-from tests.integration.conftest import Names, consume_all, create_topic, poll, produce, run_cli
+from tests.integration.conftest import (
+    Names,
+    consume_all,
+    create_topic,
+    deal_record,
+    poll,
+    produce,
+    run_cli,
+)
 
 DEAL = Codec.for_record("DealEvent")
 RESPONSE = Codec.for_record("SurveyResponse")
@@ -16,9 +24,8 @@ NOW = int(time.time() * 1000)
 
 
 def deal(i: int, **over: object) -> dict:
-    rec = {
+    fields: dict[str, object] = {
         "event_id": f"e{i}",
-        "source": "test",
         "deal_id": f"D{i % 7}",
         "event_type": "UPDATED",
         "occurred_at": NOW - 3_600_000 + i,
@@ -29,11 +36,8 @@ def deal(i: int, **over: object) -> dict:
         "owner_id": "u1",
         "team": "t1",
         "region": "EMEA",
-        "expected_close_date": None,
-        "probability": None,
     }
-    rec.update(over)
-    return rec
+    return deal_record(**{**fields, **over})
 
 
 def test_import_then_worker_counts_exactly_and_dead_letters_bad_records(
