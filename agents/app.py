@@ -139,6 +139,7 @@ class SalesopsWorker:
             # every table write is a changelog record: a longer linger batches them into
             # fewer produce requests (measured: +30% events/s), at <= 50 ms added latency
             producer_linger_ms=50,
+            broker_session_timeout=s.session_timeout_s,
             broker_commit_every=1000,
             broker_commit_interval=1.0,
         )

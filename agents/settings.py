@@ -44,6 +44,11 @@ class Settings:
     redis_prefix: str = _f("salesops", "Prefix of every Redis key")
     web_host: str = _f("0.0.0.0", "Address the worker's web server (/metrics, /api) binds to")
     web_port: int = _f(6066, "Port of the worker's web server")
+    session_timeout_s: float = _f(
+        30.0,
+        "Consumer group session timeout: how long a crashed worker's partitions wait before "
+        "the group moves them (broker bounds: group.min/max.session.timeout.ms)",
+    )
     store: str = _f("memory://", "Faust table store: memory:// (state rebuilt from changelogs) or rocksdb://")
     data_dir: str = _f(".local/worker", "Faust data directory (RocksDB files)")
     topic_partitions: int = _f(6, "Partitions of the topics salesops creates")
@@ -80,6 +85,8 @@ class Settings:
             raise SettingsError(f"SALESOPS_CLOCK must be wall or watermark, got {self.clock!r}")
         if self.topic_partitions < 1:
             raise SettingsError("SALESOPS_TOPIC_PARTITIONS must be >= 1")
+        if not 6 <= self.session_timeout_s <= 1800:
+            raise SettingsError("SALESOPS_SESSION_TIMEOUT_S must be within the broker defaults 6..1800")
         if self.anonymity_threshold < 1:
             raise SettingsError("SALESOPS_ANONYMITY_THRESHOLD must be >= 1")
 

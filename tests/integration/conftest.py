@@ -53,6 +53,29 @@ def poll(fn: Callable[[], T], timeout: float = 60.0, interval: float = 0.25, wha
     pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
+def poll_equal(
+    fn: Callable[[], T], expected: T, timeout: float = 60.0, interval: float = 0.25, what: str = "value"
+) -> T:
+    """Like :func:`poll` until ``fn() == expected``; on timeout the failure shows what
+    differed (for dicts: the keys whose values differ), not just ``False``."""
+    seen: list[Any] = []
+
+    def matches() -> bool:
+        seen[:] = [fn()]
+        return seen[0] == expected
+
+    try:
+        poll(matches, timeout, interval, what)
+    except pytest.fail.Exception:
+        last = seen[0] if seen else None
+        shown: Any = (last, expected)
+        if isinstance(last, dict) and isinstance(expected, dict):
+            keys = last.keys() | expected.keys()
+            shown = {k: (last.get(k), expected.get(k)) for k in keys if last.get(k) != expected.get(k)}
+        pytest.fail(f"timed out after {timeout}s waiting for {what}; (got, want): {shown!r}")
+    return expected
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     try:

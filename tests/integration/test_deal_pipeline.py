@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 
 from schemas.codec import Codec
-from tests.integration.conftest import Names, consume_all, create_topic, poll, run_cli
+from tests.integration.conftest import Names, consume_all, create_topic, poll, poll_equal, run_cli
 from tests.integration.reference import DealReference, read_jsonl
 
 
@@ -92,7 +92,7 @@ def test_views_match_reference_over_api_redis_and_topics(
     ref = simulated
     expected = ref.open_by_stage()
     worker = start_worker(names.env())
-    poll(lambda: api_by_stage(worker) == expected, 120, what="API pipeline == reference")
+    poll_equal(lambda: api_by_stage(worker), expected, 120, what="API pipeline == reference")
 
     # funnel: closed deals of the last 90 days, counted from the file by hand
     closed = assert_last_90_days_closed_match(worker, ref)
@@ -134,7 +134,7 @@ def test_views_match_reference_over_api_redis_and_topics(
         }
 
     want_redis = {k: (n, f"{v / 100:.2f}", f"{w / 100:.2f}") for k, (n, v, w) in expected.items()}
-    poll(lambda: redis_rows() == want_redis, 30, what="Redis pipeline hash == reference")
+    poll_equal(lambda: redis_rows(), want_redis, 30, what="Redis pipeline hash == reference")
 
     # aggregate topic: the latest record per key, decoded with the .avsc codec
     poll(

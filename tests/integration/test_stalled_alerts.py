@@ -22,6 +22,7 @@ from tests.integration.conftest import (
     create_topic,
     encoded_deal,
     poll,
+    poll_equal,
     produce,
 )
 
@@ -123,7 +124,7 @@ def test_one_firing_one_resolved(names: Names, start_worker, tmp_path: Path, kil
     )
     worker = start_worker(env)
     alert_id = f"stalled:X:a:{T0}"
-    poll(lambda: receiver.acknowledged() == [(alert_id, "FIRING")], 90, what="FIRING acknowledged")
+    poll_equal(lambda: receiver.acknowledged(), [(alert_id, "FIRING")], 90, what="FIRING acknowledged")
     assert [s for s, _, _ in receiver.requests] == [500, 500, 500, 200]  # retried through 3 failures
     first = receiver.requests[-1]
     assert first[1]["Idempotency-Key"] == f"{alert_id}:FIRING"
@@ -145,7 +146,7 @@ def test_one_firing_one_resolved(names: Names, start_worker, tmp_path: Path, kil
         (alert_id, "RESOLVED"),
     ]
     # nothing else arrives: Y is not due (watermark T0+2d+1s < T0+3d), X in "b" not either
-    poll(lambda: worker.json("/api/alerts?status=FIRING")["alerts"] == [], 30, what="no FIRING alert left")
+    poll_equal(lambda: worker.json("/api/alerts?status=FIRING")["alerts"], [], 30, what="FIRING alerts")
     assert sorted(receiver.acknowledged()) == [(alert_id, "FIRING"), (alert_id, "RESOLVED")]
     assert len([r for r in consume_all(names.alerts, 2, timeout=5)]) == 2
     assert worker.stop() == 0
