@@ -115,6 +115,7 @@ def test_one_firing_one_resolved(names: Names, start_worker, tmp_path: Path, kil
         SALESOPS_STALL_CHECK_INTERVAL_S=0.2,
         SALESOPS_WEBHOOK_URL=receiver.url,
         SALESOPS_REDIS_URL="",
+        SALESOPS_SESSION_TIMEOUT_S=10,  # the restarted worker gets the partition sooner
     )
     create_topic(names.deal_events, 1)
     # X enters "a" at T0 (stalled after 1 day); Y two days later moves the watermark past X's due time
