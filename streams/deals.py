@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from streams.events import DealEvent
+from streams.events import CENT, DealEvent
 from streams.pipelines import PipelineConfig
 
 OPEN = "open"
@@ -214,13 +214,15 @@ def event_status(event: DealEvent, config: PipelineConfig) -> str:
 
 
 def observe(event: DealEvent, config: PipelineConfig) -> Observation:
-    """The observation ``event`` contributes to its deal."""
+    """The observation ``event`` contributes to its deal.  The amount is quantized to cents,
+    so that events equal as values (``Decimal("100") == Decimal("100.00")``) give equal
+    observations and equal bytes whichever of them arrived first."""
     return Observation(
         event.occurred_at,
         f"{event.source}:{event.event_id}",
         sys.intern(event.stage),
         event_status(event, config),
-        event.amount,
+        event.amount.quantize(CENT),
         sys.intern(event.currency),
     )
 

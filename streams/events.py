@@ -15,6 +15,8 @@ from decimal import Decimal
 DEAL_EVENT_TYPES = ("CREATED", "UPDATED", "STAGE_CHANGED", "WON", "LOST", "DELETED", "RESTORED")
 MAX_PULSE_QUESTIONS = 10
 DAY_MS = 86_400_000
+# amounts are decimal(18,2) on the wire: 100 and 100.00 are one amount, stored as 100.00
+CENT = Decimal("0.01")
 
 
 @dataclass(frozen=True, slots=True)

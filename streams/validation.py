@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from streams.events import (
+    CENT,
     DAY_MS,
     DEAL_EVENT_TYPES,
     MAX_PULSE_QUESTIONS,
@@ -328,7 +329,7 @@ def _amount(raw: Mapping[str, Any]) -> Decimal:
         raise _Invalid("negative_amount", f"amount must be >= 0, got {amount}")
     if amount > MAX_AMOUNT:
         raise _Invalid("invalid_type", f"amount {amount} exceeds decimal(18,2)")
-    return amount.quantize(Decimal("0.01"))
+    return amount.quantize(CENT)
 
 
 def _date(raw: Mapping[str, Any], name: str) -> date | None:

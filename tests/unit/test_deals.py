@@ -230,6 +230,19 @@ def test_conflicting_payloads_under_one_identity_do_not_depend_on_order() -> Non
         assert len(results) == 1
 
 
+def test_amounts_equal_as_values_are_one_amount() -> None:
+    # Decimal("100") == Decimal("100.00"): equal events, so one deal and one byte string,
+    # whichever spelling came first or alone (found by the property test)
+    plain = ev("x", T0, "appointmentscheduled", amount="100")
+    cents = ev("x", T0, "appointmentscheduled", amount="100.00")
+    assert plain == cents
+    orders = ([plain], [cents], [plain, cents], [cents, plain])
+    results = {fold(events, CONFIG).to_bytes() for events in orders}
+    assert len(results) == 1
+    assert fold([plain], CONFIG).amount == Decimal("100.00")
+    assert b'"100.00"' in results.pop()
+
+
 def test_every_permutation_with_duplicates_gives_the_same_bytes() -> None:
     events = [
         ev("a", T0, "appointmentscheduled", "CREATED"),
