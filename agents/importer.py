@@ -83,24 +83,25 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
-class _Kind:
+class RecordKind:
+    """One input kind as every producer of it (importer, simulator) must treat it: the
+    Avro record, the field that is the Kafka key, the worker's validation and the record
+    built from the validated event."""
+
     schema: str
     key_field: str
-    validate: Callable[[Mapping[str, Any]], Any]
+    validate: Callable[[Mapping[str, Any], Limits], Any]
     to_record: Callable[[Any], dict[str, Any]]
 
 
-def _kinds(config: PipelineConfig, rates: Rates, limits: Limits) -> dict[str, _Kind]:
+def record_kinds(config: PipelineConfig, rates: Rates) -> dict[str, RecordKind]:
+    """The :class:`RecordKind` of each of :data:`KINDS`."""
     return {
-        "deals": _Kind(
-            "DealEvent", "deal_id", lambda r: validate_deal(r, config, rates, limits), deal_to_record
+        "deals": RecordKind(
+            "DealEvent", "deal_id", lambda r, lim: validate_deal(r, config, rates, lim), deal_to_record
         ),
-        "surveys": _Kind(
-            "SurveyResponse", "team", lambda r: validate_response(r, limits), response_to_record
-        ),
-        "invitations": _Kind(
-            "SurveyInvitation", "team", lambda r: validate_invitation(r, limits), invitation_to_record
-        ),
+        "surveys": RecordKind("SurveyResponse", "team", validate_response, response_to_record),
+        "invitations": RecordKind("SurveyInvitation", "team", validate_invitation, invitation_to_record),
     }
 
 
@@ -206,12 +207,12 @@ def import_lines(
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     limits = Limits(now_ms) if max_future_ms is None else Limits(now_ms, max_future_ms)
-    spec = _kinds(config, rates, limits)[kind]
+    spec = record_kinds(config, rates)[kind]
     codec = Codec.for_record(spec.schema)
     report = ImportReport()
     records = _json_records(lines) if fmt == "jsonl" else _csv_records(lines, kind)
     for line_no, raw in records:
-        result = raw if isinstance(raw, Rejection) else spec.validate(raw)
+        result = raw if isinstance(raw, Rejection) else spec.validate(raw, limits)
         if not isinstance(result, Rejection):
             record = spec.to_record(result)
             try:
@@ -297,14 +298,16 @@ def _count_lines(path: Path) -> int:
     return n + (last != b"\n")
 
 
-def _load_config(settings: Settings) -> tuple[PipelineConfig, Rates]:
+def load_config(settings: Settings) -> tuple[PipelineConfig, Rates]:
+    """The pipelines and rates of ``settings`` (built-in defaults when unset); ConfigError."""
     return (
         load_pipelines(settings.pipelines_file or DEFAULT_PIPELINES_FILE),
         load_rates(settings.rates_file or DEFAULT_RATES_FILE),
     )
 
 
-def _topic_for(kind: str, settings: Settings) -> str:
+def topic_for(kind: str, settings: Settings) -> str:
+    """The input topic of one of :data:`KINDS`."""
     return {
         "deals": settings.deal_events_topic,
         "surveys": settings.responses_topic,
@@ -325,11 +328,11 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
         print(f"salesops import: {path}: no such file", file=sys.stderr)
         return 2
     try:
-        config, rates = _load_config(settings)
+        config, rates = load_config(settings)
     except ConfigError as exc:
         print(f"salesops import: configuration error: {exc}", file=sys.stderr)
         return 2
-    topic = args.topic or _topic_for(args.kind, settings)
+    topic = args.topic or topic_for(args.kind, settings)
 
     quiet_client_logs(settings)
     try:

@@ -37,6 +37,7 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
+from agents.importer import KINDS, load_config, record_kinds, topic_for
 from agents.kafka_io import (
     BrokerUnavailable,
     DeliveryError,
@@ -48,26 +49,8 @@ from agents.kafka_io import (
 from agents.settings import Settings
 from schemas.codec import Codec
 from streams.events import DAY_MS
-from streams.pipelines import (
-    DEFAULT_PIPELINES_FILE,
-    DEFAULT_RATES_FILE,
-    ConfigError,
-    Pipeline,
-    PipelineConfig,
-    Rates,
-    load_pipelines,
-    load_rates,
-)
-from streams.validation import (
-    Limits,
-    Rejection,
-    deal_to_record,
-    invitation_to_record,
-    response_to_record,
-    validate_deal,
-    validate_invitation,
-    validate_response,
-)
+from streams.pipelines import ConfigError, Pipeline, PipelineConfig, Rates
+from streams.validation import Limits, Rejection
 
 HOUR_MS = 3_600_000
 MINUTE_MS = 60_000
@@ -435,9 +418,7 @@ def deliver(
 
 # --------------------------------------------------------------------------- CLI
 
-KIND_SCHEMA = {"deals": "DealEvent", "surveys": "SurveyResponse", "invitations": "SurveyInvitation"}
 KIND_TIME = {"deals": "occurred_at", "surveys": "submitted_at", "invitations": "sent_at"}
-KIND_KEY = {"deals": "deal_id", "surveys": "team", "invitations": "team"}
 OUTPUT_FILES = {"deals": "deals.jsonl", "surveys": "surveys.jsonl", "invitations": "invitations.jsonl"}
 KIND_LABEL = {"deals": "deal events", "surveys": "survey responses", "invitations": "survey invitations"}
 
@@ -450,29 +431,24 @@ class RecordEncoder:
     """Validate a generated record as the worker would, then Avro-encode it."""
 
     def __init__(self, config: PipelineConfig, rates: Rates, max_future_ms: int = DAY_MS) -> None:
-        self.config, self.rates, self.max_future_ms = config, rates, max_future_ms
-        self.codecs = {kind: Codec.for_record(name) for kind, name in KIND_SCHEMA.items()}
+        self.kinds = record_kinds(config, rates)
+        self.max_future_ms = max_future_ms
+        self.codecs = {kind: Codec.for_record(spec.schema) for kind, spec in self.kinds.items()}
 
     def check(self, kind: str, raw: dict[str, Any], now_ms: int) -> dict[str, Any]:
         """The Avro record of ``raw``; :class:`SimulatorBug` when it does not validate."""
-        limits = Limits(now_ms, self.max_future_ms)
-        if kind == "deals":
-            result: Any = validate_deal(raw, self.config, self.rates, limits)
-        elif kind == "surveys":
-            result = validate_response(raw, limits)
-        else:
-            result = validate_invitation(raw, limits)
+        spec = self.kinds[kind]
+        result = spec.validate(raw, Limits(now_ms, self.max_future_ms))
         if isinstance(result, Rejection):
             raise SimulatorBug(
                 f"generated {kind} record failed validation: {result.reason}: {result.detail}: {raw}"
             )
-        if kind == "deals":
-            return deal_to_record(result)
-        return response_to_record(result) if kind == "surveys" else invitation_to_record(result)
+        return spec.to_record(result)
 
     def encode(self, kind: str, raw: dict[str, Any], now_ms: int) -> tuple[bytes, bytes]:
         record = self.check(kind, raw, now_ms)
-        return str(record[KIND_KEY[kind]]).encode("utf-8"), self.codecs[kind].encode(record)
+        key_field = self.kinds[kind].key_field
+        return str(record[key_field]).encode("utf-8"), self.codecs[kind].encode(record)
 
 
 def _parse_start(text: str | None, now_ms: int) -> int:
@@ -561,8 +537,7 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
         print("salesops simulate: --rate, --duration, --count and --deals must be >= 0", file=sys.stderr)
         return 2
     try:
-        config = load_pipelines(settings.pipelines_file or DEFAULT_PIPELINES_FILE)
-        rates = load_rates(settings.rates_file or DEFAULT_RATES_FILE)
+        config, rates = load_config(settings)
     except ConfigError as exc:
         print(f"salesops simulate: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -588,11 +563,7 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"salesops simulate: {exc}", file=sys.stderr)
         return 3
     tracker = DeliveryTracker(producer)
-    topics = {
-        "deals": settings.deal_events_topic,
-        "surveys": settings.responses_topic,
-        "invitations": settings.invitations_topic,
-    }
+    topics = {kind: topic_for(kind, settings) for kind in KINDS}
 
     def batches() -> Iterator[tuple[str, dict[str, Any]]]:
         yield from _interleave(first)
