@@ -57,7 +57,7 @@ from tests.bench.pipeline import (
     build_dataset,
     created_only,
 )
-from tests.integration.conftest import BOOTSTRAP, ROOT, Names, WorkerProcess
+from tests.integration.conftest import BOOTSTRAP, ROOT, Names, WorkerProcess, kafka_unreachable
 
 log = logging.getLogger("bench")
 
@@ -297,14 +297,9 @@ def delete_topics(run_id: str) -> int:
 
 
 def check_broker() -> None:
-    from kafka import KafkaAdminClient
-
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
-        admin.list_topics()
-        admin.close()
-    except Exception as exc:  # any client error means the same thing here
-        raise BenchError(f"Kafka is not reachable at {BOOTSTRAP} ({exc}); start it with `make up`") from exc
+    problem = kafka_unreachable()
+    if problem:
+        raise BenchError(problem)
 
 
 # --------------------------------------------------------------------------- worker

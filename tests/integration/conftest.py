@@ -76,14 +76,22 @@ def poll_equal(
     return expected
 
 
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> str:
+def kafka_unreachable() -> str | None:
+    """None when the broker at ``BOOTSTRAP`` answers, else the message to fail with."""
     try:
         admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
         admin.list_topics()
         admin.close()
     except Exception as exc:  # any client error means the same thing here
-        pytest.fail(f"Kafka is not reachable at {BOOTSTRAP} ({exc}); start the local stack with `make up`")
+        return f"Kafka is not reachable at {BOOTSTRAP} ({exc}); start the local stack with `make up`"
+    return None
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    problem = kafka_unreachable()
+    if problem:
+        pytest.fail(problem)
     return BOOTSTRAP
 
 
