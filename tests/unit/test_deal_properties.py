@@ -14,6 +14,7 @@ from streams.deals import Deal, apply, fold
 from streams.events import DEAL_EVENT_TYPES, DealEvent
 from streams.pipeline_views import PipelineViews, empty_partial, merge_partials
 from streams.pipelines import load_pipelines, load_rates
+from tests.unit.test_pipeline_views import views_of
 
 CONFIG = load_pipelines()
 RATES = load_rates()
@@ -58,13 +59,6 @@ def canonical(evs: list[DealEvent]) -> dict[str, Deal]:
     return {deal_id: fold(des, CONFIG) for deal_id, des in by_deal.items()}
 
 
-def views_of(deals: list[Deal]) -> PipelineViews:
-    v = PipelineViews(CONFIG, RATES, TZ)
-    for d in deals:
-        v.replace(None, d)
-    return v
-
-
 def run_stream(stream: list[DealEvent]) -> tuple[dict[str, Deal], PipelineViews]:
     """What the agent does: apply each event, replace the deal's contribution on change."""
     state: dict[str, Deal] = {}
@@ -102,18 +96,19 @@ def test_any_order_with_duplicates_gives_the_same_state_and_views(
     for deal_id, deal in expected.items():
         assert state[deal_id].to_bytes() == deal.to_bytes()
         assert Deal.from_bytes(deal.to_bytes()) == deal
-    assert views.partial() == views_of(list(expected.values())).partial()
+    assert views.partial() == views_of(*expected.values(), tz=TZ).partial()
 
 
 @settings(max_examples=60, deadline=None)
 @given(data=st.data(), evs=st.lists(events, min_size=1, max_size=25))
 def test_partials_merge_and_removal_is_exact(data: st.DataObject, evs: list[DealEvent]) -> None:
     deals = list(canonical(evs).values())
-    whole = views_of(deals)
+    whole = views_of(*deals, tz=TZ)
     mask = data.draw(st.lists(st.booleans(), min_size=len(deals), max_size=len(deals)))
     left = [d for d, m in zip(deals, mask, strict=True) if m]
     right = [d for d, m in zip(deals, mask, strict=True) if not m]
-    assert merge_partials([views_of(left).partial(), views_of(right).partial()]) == whole.partial()
+    parts = [views_of(*left, tz=TZ).partial(), views_of(*right, tz=TZ).partial()]
+    assert merge_partials(parts) == whole.partial()
     for d in deals:
         whole.replace(d, None)
     assert whole.partial() == empty_partial()
