@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import faust
@@ -50,6 +50,7 @@ from streams.validation import (
 
 log = logging.getLogger(__name__)
 REPUBLISH_S = 30.0  # global outputs are refreshed at least this often (ages grow with time)
+Event = TypeVar("Event")  # a validated input record: DealEvent, SurveyResponse, SurveyInvitation
 
 
 @dataclass
@@ -231,6 +232,17 @@ class SalesopsWorker:
     def _limits(self) -> Limits:
         return Limits(now_ms=self.now_ms(), max_future_ms=self.settings.max_future_s * 1000)
 
+    async def _accept(
+        self, msg: Any, codec: Codec, validate: Callable[[Any, Limits], Event | Rejection]
+    ) -> Event | None:
+        """The decoded, validated event of ``msg``; None once a bad one is dead-lettered."""
+        decoded = self._decode(codec, msg)
+        result = decoded if isinstance(decoded, Rejection) else validate(decoded, self._limits())
+        if isinstance(result, Rejection):
+            await self.send_dead_letter(msg, result.reason, result.detail)
+            return None
+        return result
+
     async def send_dead_letter(self, msg: Any, reason: str, detail: str) -> None:
         """Dead-letter one record.  Survey responses carry a respondent identifier, which
         must never leave the worker, so their bytes are withheld: topic, partition and
@@ -293,14 +305,10 @@ class SalesopsWorker:
 
     async def on_deal_message(self, msg: Any) -> None:
         started = time.perf_counter()
-        decoded = self._decode(self.deal_codec, msg)
-        result = (
-            decoded
-            if isinstance(decoded, Rejection)
-            else validate_deal(decoded, self.config, self.rates, self._limits())
+        result = await self._accept(
+            msg, self.deal_codec, lambda d, lim: validate_deal(d, self.config, self.rates, lim)
         )
-        if isinstance(result, Rejection):
-            await self.send_dead_letter(msg, result.reason, result.detail)
+        if result is None:
             return
         part = self._partition(msg.partition)
         if part.watermark.observe(result.occurred_at):
@@ -430,10 +438,8 @@ class SalesopsWorker:
         return part
 
     async def on_response_message(self, msg: Any) -> None:
-        decoded = self._decode(self.response_codec, msg)
-        result = decoded if isinstance(decoded, Rejection) else validate_response(decoded, self._limits())
-        if isinstance(result, Rejection):
-            await self.send_dead_letter(msg, result.reason, result.detail)
+        result = await self._accept(msg, self.response_codec, validate_response)
+        if result is None:
             return
         part = self._survey_partition(msg.partition)
         if pulse.apply_response(FramedTable(self.responses, msg.partition), part.views, result, self.secret):
@@ -441,10 +447,8 @@ class SalesopsWorker:
         self.metrics.events.labels(msg.topic, "ok").inc()
 
     async def on_invitation_message(self, msg: Any) -> None:
-        decoded = self._decode(self.invitation_codec, msg)
-        result = decoded if isinstance(decoded, Rejection) else validate_invitation(decoded, self._limits())
-        if isinstance(result, Rejection):
-            await self.send_dead_letter(msg, result.reason, result.detail)
+        result = await self._accept(msg, self.invitation_codec, validate_invitation)
+        if result is None:
             return
         part = self._survey_partition(msg.partition)
         if pulse.apply_invitation(FramedTable(self.invitations, msg.partition), part.views, result):
