@@ -380,7 +380,7 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     except (DeliveryError, KafkaError) as exc:
         if bar:
             bar.clear()
-        failure = str(exc) if isinstance(exc, DeliveryError) else describe_error(exc)
+        failure = describe_error(exc)
     finally:
         tracker.close()
 

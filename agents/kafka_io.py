@@ -35,7 +35,10 @@ class DeliveryError(RuntimeError):
 
 
 def describe_error(exc: BaseException) -> str:
-    """``Type: message`` once (kafka-python's messages already start with the type)."""
+    """``Type: message`` once (kafka-python's messages already start with the type); a
+    :class:`DeliveryError`, our own summary, is its message alone."""
+    if isinstance(exc, DeliveryError):
+        return str(exc)
     name = type(exc).__name__
     text = str(exc)
     return text if text.startswith(name) else f"{name}: {text}" if text else name

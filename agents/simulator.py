@@ -601,7 +601,7 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
                     print(f"simulate: sent {total:,} events ({rate:,.1f}/s)", file=sys.stderr, flush=True)
             tracker.flush()
         except (DeliveryError, KafkaError) as exc:
-            failure = str(exc) if isinstance(exc, DeliveryError) else describe_error(exc)
+            failure = describe_error(exc)
         finally:
             tracker.close()
     elapsed = time.monotonic() - t0

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka.errors import KafkaTimeoutError
 
 from agents import importer
 from agents.importer import ImportReport, ProgressBar, import_lines
+from agents.kafka_io import DeliveryError, describe_error
 from agents.settings import Settings
 from schemas.codec import Codec
 from streams.pipelines import load_pipelines, load_rates
@@ -281,3 +283,11 @@ def test_run_import_refuses_an_unknown_extension(tmp_path: Path, capsys: pytest.
     )
     assert importer.run_import(args, Settings()) == 2
     assert "--format" in capsys.readouterr().err
+
+
+def test_kafka_errors_are_described_once_and_delivery_errors_as_they_are() -> None:
+    assert describe_error(KafkaTimeoutError("no metadata")) == "KafkaTimeoutError: no metadata"
+    assert describe_error(ValueError()) == "ValueError"
+    assert describe_error(DeliveryError("3 of 10 records were not acknowledged")) == (
+        "3 of 10 records were not acknowledged"
+    )
