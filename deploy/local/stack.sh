@@ -62,10 +62,13 @@ is_root() { [[ "$(id -u)" == 0 ]]; }
 # pid from a pid file, if the process is alive and its command line contains $2;
 # a pid file naming a dead or foreign process is stale and removed.
 live_pid() {
-  local file=$1 pattern=$2 pid
+  local file=$1 pattern=$2 pid args
   [[ -s "$file" ]] || return 1
   pid="$(tr -dc '0-9' <"$file")"
-  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && ps -ww -p "$pid" -o args= 2>/dev/null | grep -q -- "$pattern"; then
+  # ps's output is read whole before it is matched: `| grep -q` under pipefail can fail with
+  # SIGPIPE when grep exits at the match while the writer still writes
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && args="$(ps -ww -p "$pid" -o args= 2>/dev/null)" &&
+    grep -q -- "$pattern" <<<"$args"; then
     printf '%s' "$pid"
     return 0
   fi
@@ -79,8 +82,9 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # --- Java and Maven ----------------------------------------------------------------------
 
 java_major() {
-  local v
-  v="$("$1" -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')" || return 1
+  local out v
+  out="$("$1" -version 2>&1)" || return 1
+  v="$(awk -F'"' '/version/ {print $2; exit}' <<<"$out")"
   [[ -n "$v" ]] || return 1
   # "1.8.0_292" -> 8, "17.0.15" -> 17, "21" -> 21
   if [[ "$v" == 1.* ]]; then v="${v#1.}"; fi

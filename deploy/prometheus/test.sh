@@ -12,9 +12,17 @@ die() {
   exit 1
 }
 
+# Whether the apt sources offer package $1. The policy is read whole before it is matched:
+# `apt-cache policy | grep -q` under pipefail fails with SIGPIPE (exit 141) whenever grep
+# exits at the first match while apt-cache is still writing its version table.
+apt_has_candidate() {
+  local policy
+  policy="$(apt-cache policy "$1" 2>/dev/null)" || return 1
+  [[ "$policy" =~ Candidate:\ [0-9] ]]
+}
+
 find_promtool() {
   command -v promtool && return
-  [[ -x /usr/bin/promtool ]] && { echo /usr/bin/promtool; return; }
   local how="install Prometheus's promtool: 'sudo apt-get install prometheus' (Debian/Ubuntu ships it
   as /usr/bin/promtool), or a release from prometheus.io/download, then put promtool on PATH"
   if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
@@ -22,9 +30,7 @@ find_promtool() {
   fi
   echo "promtool not found; installing Debian's prometheus package for it" >&2
   apt-get update -qq >&2 || die "apt-get update failed; $how"
-  if ! apt-cache policy prometheus 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-    die "no prometheus package in the apt sources; $how"
-  fi
+  apt_has_candidate prometheus || die "no prometheus package in the apt sources; $how"
   # --no-install-recommends: only promtool is wanted, not the exporters it recommends; the
   # package's service is not used (and policy-rc.d usually stops it from starting).
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2 ||
@@ -32,12 +38,21 @@ find_promtool() {
   command -v promtool || die "the prometheus package installed no promtool; $how"
 }
 
-PROMTOOL="$(find_promtool)"
-echo "promtool: $PROMTOOL ($("$PROMTOOL" --version 2>&1 | head -n 1))"
+main() {
+  local promtool version
+  promtool="$(find_promtool)"
+  version="$("$promtool" --version 2>&1)" || true
+  echo "promtool: $promtool (${version%%$'\n'*})"
 
-cd "$HERE"
-"$PROMTOOL" check config prometheus.yml prometheus.compose.yml
-"$PROMTOOL" check rules rules/*.rules.yml
-"$PROMTOOL" test rules tests/*.test.yml
-# promtool prints no count; each test group (`- name:`) passed when it exits 0.
-echo "promtool: $(cat tests/*.test.yml | grep -c '^  - name:') passed, 0 failed"
+  cd "$HERE"
+  "$promtool" check config prometheus.yml prometheus.compose.yml
+  "$promtool" check rules rules/*.rules.yml
+  "$promtool" test rules tests/*.test.yml
+  # promtool prints no count; each test group (`- name:`) passed when it exits 0.
+  echo "promtool: $(cat tests/*.test.yml | grep -c '^  - name:') passed, 0 failed"
+}
+
+# Sourcing the script (tests/unit/test_deploy_scripts.py does) defines the functions only.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+  main "$@"
+fi
