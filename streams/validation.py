@@ -210,10 +210,46 @@ REASONS = (
     "invalid_scale",
     "too_many_questions",
     "negative_count",
+    "field_too_long",
     "internal_error",
     "webhook_failed",
 )
 MAX_AMOUNT = Decimal("9999999999999999.99")  # decimal(18, 2)
+
+# Maximum lengths (characters) of identifiers and dimensions: the contract that keeps every
+# record, partial, aggregate row and API answer built from them bounded.  A longer value
+# is rejected as ``field_too_long`` (README "Limits").  Every string field of an input
+# record is listed; a field not listed here must not be added without a limit.
+MAX_ID_LENGTH = 256  # identifiers: event, deal, response, respondent, owner
+MAX_DIMENSION_LENGTH = 128  # dimensions and names: source, pipeline, stage, team, ...
+MAX_CODE_LENGTH = 16  # short codes: event_type, currency (checked against their sets after)
+DEAL_FIELD_LIMITS: dict[str, int] = {
+    "event_id": MAX_ID_LENGTH,
+    "deal_id": MAX_ID_LENGTH,
+    "owner_id": MAX_ID_LENGTH,
+    "source": MAX_DIMENSION_LENGTH,
+    "pipeline": MAX_DIMENSION_LENGTH,
+    "stage": MAX_DIMENSION_LENGTH,
+    "team": MAX_DIMENSION_LENGTH,
+    "region": MAX_DIMENSION_LENGTH,
+    "event_type": MAX_CODE_LENGTH,
+    "currency": MAX_CODE_LENGTH,
+}
+RESPONSE_FIELD_LIMITS: dict[str, int] = {
+    "response_id": MAX_ID_LENGTH,
+    "respondent": MAX_ID_LENGTH,
+    "survey_id": MAX_DIMENSION_LENGTH,
+    "team": MAX_DIMENSION_LENGTH,
+    "department": MAX_DIMENSION_LENGTH,
+}
+ANSWER_FIELD_LIMITS: dict[str, int] = {"question_id": MAX_DIMENSION_LENGTH}
+INVITATION_FIELD_LIMITS: dict[str, int] = {
+    "survey_id": MAX_DIMENSION_LENGTH,
+    "team": MAX_DIMENSION_LENGTH,
+    "department": MAX_DIMENSION_LENGTH,
+}
+# how much of a bad value a rejection's detail quotes (details go to logs and dead letters)
+_SHOWN_CHARS = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +272,26 @@ class _Invalid(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.rejection = Rejection(reason, detail)
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of a bad value for a rejection detail, cut to a readable length."""
+    text = repr(value)
+    if len(text) <= _SHOWN_CHARS:
+        return text
+    return f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
+
+
+def _check_lengths(raw: Mapping[str, Any], limits: Mapping[str, int], prefix: str = "") -> None:
+    """Reject the first string field longer than its limit (checked before anything else,
+    so no other check quotes an oversized value)."""
+    for name, limit in limits.items():
+        value = raw.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            raise _Invalid(
+                "field_too_long",
+                f"{prefix}{name} is {len(value)} characters long, the limit is {limit}",
+            )
 
 
 def _required(raw: Mapping[str, Any], name: str) -> Any:
@@ -280,7 +336,7 @@ def to_epoch_ms(value: Any, name: str) -> int:
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise _Invalid("invalid_type", f"{name} is not ISO-8601 or epoch ms: {value!r}") from None
+            raise _Invalid("invalid_type", f"{name} is not ISO-8601 or epoch ms: {_shown(value)}") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
         return int(parsed.timestamp() * 1000)
@@ -312,7 +368,7 @@ def _int(raw: Mapping[str, Any], name: str, required: bool = True) -> int | None
         return int(value)
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    raise _Invalid("invalid_type", f"{name} must be an integer, got {value!r}")
+    raise _Invalid("invalid_type", f"{name} must be an integer, got {_shown(value)}")
 
 
 def _amount(raw: Mapping[str, Any]) -> Decimal:
@@ -322,9 +378,9 @@ def _amount(raw: Mapping[str, Any]) -> Decimal:
     try:
         amount = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except InvalidOperation:
-        raise _Invalid("invalid_type", f"amount is not a number: {value!r}") from None
+        raise _Invalid("invalid_type", f"amount is not a number: {_shown(value)}") from None
     if not amount.is_finite():
-        raise _Invalid("invalid_type", f"amount is not finite: {value!r}")
+        raise _Invalid("invalid_type", f"amount is not finite: {_shown(value)}")
     if amount < 0:
         raise _Invalid("negative_amount", f"amount must be >= 0, got {amount}")
     if amount > MAX_AMOUNT:
@@ -344,7 +400,7 @@ def _date(raw: Mapping[str, Any], name: str) -> date | None:
         try:
             return date.fromisoformat(value.strip()[:10])
         except ValueError:
-            raise _Invalid("invalid_type", f"{name} is not an ISO date: {value!r}") from None
+            raise _Invalid("invalid_type", f"{name} is not an ISO date: {_shown(value)}") from None
     raise _Invalid("invalid_type", f"{name} must be a date, got {type(value).__name__}")
 
 
@@ -353,6 +409,7 @@ def validate_deal(
 ) -> DealEvent | Rejection:
     """Check one deal event; unknown pipelines/stages follow ``config.unknown_stages``."""
     try:
+        _check_lengths(raw, DEAL_FIELD_LIMITS)
         event_type = _str(raw, "event_type").upper()
         if event_type not in DEAL_EVENT_TYPES:
             raise _Invalid(
@@ -369,7 +426,9 @@ def validate_deal(
             try:
                 probability = float(probability_raw)
             except (TypeError, ValueError):
-                raise _Invalid("invalid_type", f"probability is not a number: {probability_raw!r}") from None
+                raise _Invalid(
+                    "invalid_type", f"probability is not a number: {_shown(probability_raw)}"
+                ) from None
             if not 0.0 <= probability <= 1.0:
                 raise _Invalid("invalid_probability", f"probability must be in 0..1, got {probability}")
         pipeline = _str(raw, "pipeline")
@@ -412,6 +471,7 @@ def _answers(raw: Mapping[str, Any]) -> tuple[PulseAnswer, ...]:
     for i, item in enumerate(items):
         if not isinstance(item, Mapping):
             raise _Invalid("invalid_type", f"answers[{i}] must be an object")
+        _check_lengths(item, ANSWER_FIELD_LIMITS, prefix=f"answers[{i}].")
         qid = _str(item, "question_id")
         score = _int(item, "score")
         scale_max = _int(item, "scale_max")
@@ -431,6 +491,7 @@ def _answers(raw: Mapping[str, Any]) -> tuple[PulseAnswer, ...]:
 def validate_response(raw: Mapping[str, Any], limits: Limits) -> SurveyResponse | Rejection:
     """Check one survey response (eNPS on 0-10 or 1-10, at most 10 pulse answers)."""
     try:
+        _check_lengths(raw, RESPONSE_FIELD_LIMITS)
         scale_min = _int(raw, "enps_scale_min", required=False)
         scale_min = 0 if scale_min is None else scale_min
         if scale_min not in (0, 1):
@@ -455,6 +516,7 @@ def validate_response(raw: Mapping[str, Any], limits: Limits) -> SurveyResponse 
 
 def validate_invitation(raw: Mapping[str, Any], limits: Limits) -> SurveyInvitation | Rejection:
     try:
+        _check_lengths(raw, INVITATION_FIELD_LIMITS)
         invited = _int(raw, "invited")
         assert invited is not None
         if invited < 0:

@@ -10,7 +10,14 @@ import pytest
 from streams.events import DealEvent, SurveyInvitation, SurveyResponse
 from streams.pipelines import load_pipelines, load_rates
 from streams.validation import (
+    ANSWER_FIELD_LIMITS,
+    DEAL_FIELD_LIMITS,
+    INVITATION_FIELD_LIMITS,
+    MAX_CODE_LENGTH,
+    MAX_DIMENSION_LENGTH,
+    MAX_ID_LENGTH,
     REASONS,
+    RESPONSE_FIELD_LIMITS,
     Limits,
     Rejection,
     validate_deal,
@@ -144,3 +151,120 @@ def test_invitations() -> None:
     assert isinstance(ok, SurveyInvitation) and ok.invited == 12
     bad = validate_invitation({"survey_id": "s", "team": "a", "invited": -1, "sent_at": NOW}, LIMITS)
     assert bad == Rejection("negative_count", "invited must be >= 0, got -1")
+
+
+# -- limits: ids 256 characters, dimensions 128, codes 16 --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"),
+    [
+        ("event_id", MAX_ID_LENGTH),
+        ("deal_id", MAX_ID_LENGTH),
+        ("owner_id", MAX_ID_LENGTH),
+        ("source", MAX_DIMENSION_LENGTH),
+        ("pipeline", MAX_DIMENSION_LENGTH),
+        ("stage", MAX_DIMENSION_LENGTH),
+        ("team", MAX_DIMENSION_LENGTH),
+        ("region", MAX_DIMENSION_LENGTH),
+        ("event_type", MAX_CODE_LENGTH),
+        ("currency", MAX_CODE_LENGTH),
+    ],
+)
+def test_deal_fields_longer_than_their_limit_are_field_too_long(field: str, limit: int) -> None:
+    # one character over the limit is rejected, naming the field, its length and the limit
+    result = validate_deal(deal(**{field: "x" * (limit + 1)}), CONFIG, RATES, LIMITS)
+    assert result == Rejection(
+        "field_too_long", f"{field} is {limit + 1} characters long, the limit is {limit}"
+    )
+
+
+@pytest.mark.parametrize("field", ["event_id", "deal_id", "owner_id", "source", "team", "region"])
+def test_deal_fields_at_their_limit_are_accepted(field: str) -> None:
+    limit = DEAL_FIELD_LIMITS[field]
+    event = validate_deal(deal(**{field: "é" * limit}), CONFIG, RATES, LIMITS)
+    assert isinstance(event, DealEvent) and getattr(event, field) == "é" * limit
+
+
+def test_the_reported_poison_owner_is_rejected_before_any_other_check() -> None:
+    # 300,000 characters: also an invalid currency, but the length is checked first and the
+    # detail does not quote the value
+    result = validate_deal(deal(owner_id="o" * 300_000, currency="?" * 300_000), CONFIG, RATES, LIMITS)
+    assert isinstance(result, Rejection) and result.reason == "field_too_long"
+    assert len(result.detail) < 100
+
+
+@pytest.mark.parametrize(
+    ("field", "limit"),
+    [
+        ("response_id", MAX_ID_LENGTH),
+        ("respondent", MAX_ID_LENGTH),
+        ("survey_id", MAX_DIMENSION_LENGTH),
+        ("team", MAX_DIMENSION_LENGTH),
+        ("department", MAX_DIMENSION_LENGTH),
+    ],
+)
+def test_response_fields_longer_than_their_limit_are_field_too_long(field: str, limit: int) -> None:
+    assert isinstance(validate_response(response(**{field: "x" * limit}), LIMITS), SurveyResponse)
+    result = validate_response(response(**{field: "x" * (limit + 1)}), LIMITS)
+    assert result == Rejection(
+        "field_too_long", f"{field} is {limit + 1} characters long, the limit is {limit}"
+    )
+
+
+def test_question_ids_longer_than_the_limit_are_field_too_long() -> None:
+    long_q = "q" * (MAX_DIMENSION_LENGTH + 1)
+    answers = [
+        {"question_id": "q1", "score": 3, "scale_max": 5},
+        {"question_id": long_q, "score": 3, "scale_max": 5},
+    ]
+    result = validate_response(response(answers=answers), LIMITS)
+    n, limit = MAX_DIMENSION_LENGTH + 1, MAX_DIMENSION_LENGTH
+    assert result == Rejection(
+        "field_too_long", f"answers[1].question_id is {n} characters long, the limit is {limit}"
+    )
+
+
+@pytest.mark.parametrize("field", ["survey_id", "team", "department"])
+def test_invitation_fields_longer_than_their_limit_are_field_too_long(field: str) -> None:
+    raw = {
+        "survey_id": "s",
+        "team": "a",
+        "invited": 3,
+        "sent_at": NOW,
+        field: "x" * (MAX_DIMENSION_LENGTH + 1),
+    }
+    result = validate_invitation(raw, LIMITS)
+    assert isinstance(result, Rejection) and result.reason == "field_too_long" and field in result.detail
+
+
+def test_every_string_field_of_every_input_schema_has_a_limit() -> None:
+    # a new string field in an .avsc must get a limit here, or it is an unbounded input
+    import json
+
+    from schemas.codec import load_schema_json
+
+    def string_fields(fields: list[dict]) -> set[str]:
+        out = set()
+        for f in fields:
+            types = f["type"] if isinstance(f["type"], list) else [f["type"]]
+            if "string" in types:
+                out.add(f["name"])
+        return out
+
+    def schema_fields(name: str) -> list[dict]:
+        return list(json.loads(load_schema_json(name))["fields"])
+
+    # event_type is an Avro enum, limited too because the importer hands over strings
+    assert string_fields(schema_fields("DealEvent")) == set(DEAL_FIELD_LIMITS) - {"event_type"}
+    response_fields = schema_fields("SurveyResponse")
+    assert string_fields(response_fields) == set(RESPONSE_FIELD_LIMITS)
+    answers = next(f for f in response_fields if f["name"] == "answers")["type"]["items"]["fields"]
+    assert string_fields(answers) == set(ANSWER_FIELD_LIMITS)
+    assert string_fields(schema_fields("SurveyInvitation")) == set(INVITATION_FIELD_LIMITS)
+
+
+def test_details_quote_bad_values_shortened() -> None:
+    result = validate_deal(deal(amount="1" * 10_000 + "x"), CONFIG, RATES, LIMITS)
+    assert isinstance(result, Rejection) and result.reason == "invalid_type"
+    assert len(result.detail) < 150 and "10003 characters" in result.detail
