@@ -11,14 +11,15 @@ are rebuilt from the recovered tables, never from counters.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import faust
@@ -27,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents.changelog import DurableTable, TableWriter
 from agents.outputs import Publisher
 from agents.records import DealRecord, FramedRecord, FramedTable, TableLedger
 from agents.settings import Settings
@@ -51,6 +53,13 @@ from streams.validation import (
 log = logging.getLogger(__name__)
 REPUBLISH_S = 30.0  # global outputs are refreshed at least this often (ages grow with time)
 Event = TypeVar("Event")  # a validated input record: DealEvent, SurveyResponse, SurveyInvitation
+# A batch is what one take from the stream returns: at most this many events, or what
+# arrived within this many seconds.  Its table writes and outputs are acknowledged by
+# Kafka before its offsets can be committed (agents/changelog.py).
+BATCH_MAX_EVENTS = 2000
+BATCH_WITHIN_S = 0.05
+# the writer of the batch the current agent task is handling (agents run as tasks)
+_BATCH_WRITER: contextvars.ContextVar[TableWriter | None] = contextvars.ContextVar("batch", default=None)
 
 
 @dataclass
@@ -160,7 +169,7 @@ class SalesopsWorker:
                 template=s.webhook_template or None,
                 timeout_s=s.webhook_timeout_s,
                 retry_budget=s.webhook_retry_budget,
-                ledger=TableLedger(self.deliveries),
+                ledger=TableLedger(self.delivery_store),
             )
             self.webhook.setup()
 
@@ -184,37 +193,89 @@ class SalesopsWorker:
         self.responses = app.Table("responses", default=None, partitions=s.topic_partitions, **table_opts)
         self.invitations = app.Table("invitations", default=None, partitions=s.topic_partitions, **table_opts)
         self.deliveries = app.Table("deliveries", default=None, partitions=s.topic_partitions, **table_opts)
+        # every table write goes through the writer of its agent's batch
+        self.deal_writer = self._writer()
+        self.survey_writer = self._writer()
+        self.delivery_writer = self._writer()
+        self.deal_store = DurableTable(self.deals, self.deal_writer)
+        self.response_store = DurableTable(self.responses, self.survey_writer)
+        self.invitation_store = DurableTable(self.invitations, self.survey_writer)
+        self.delivery_store = DurableTable(self.deliveries, self.delivery_writer)
         self.deals.on_recover(self._rebuild_deal_views)
         self.responses.on_recover(self._rebuild_survey_views)
 
         @app.agent(self.deal_input, name="deal-events")
         async def deal_agent(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                msg = event.message
-                handler = self.on_deal_message if msg.topic == s.deal_events_topic else self.on_stall_check
-                await self.guarded(handler, msg)
+            async for events in batches(stream, BATCH_MAX_EVENTS):
+                await self.handle_batch(stream, events, self.deal_writer, self._deal_handler)
 
         @app.agent(self.survey_input, name="survey-events")
         async def survey_agent(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                msg = event.message
-                handler = (
-                    self.on_response_message if msg.topic == s.responses_topic else self.on_invitation_message
-                )
-                await self.guarded(handler, msg)
+            async for events in batches(stream, BATCH_MAX_EVENTS):
+                await self.handle_batch(stream, events, self.survey_writer, self._survey_handler)
 
         if s.webhook_url:
             self.alerts_in = app.topic(s.alerts_topic, **raw)
 
             @app.agent(self.alerts_in, name="alert-delivery")
             async def delivery_agent(stream: faust.StreamT) -> None:
-                async for event in stream.events():
-                    await self.guarded(self.deliver_alert, event.message)
+                # one alert at a time: a slow receiver must not hold a batch of acks back
+                async for events in batches(stream, 1):
+                    await self.handle_batch(
+                        stream, events, self.delivery_writer, lambda _msg: self.deliver_alert
+                    )
 
         app.timer(s.flush_interval_s, name="publish-views")(self.publish_views)
         app.timer(s.stall_check_interval_s, name="stall-checks")(self.emit_due_checks)
         app.task(self.read_partials)
         self._define_web()
+
+    # ------------------------------------------------------------------ batches
+    def _writer(self) -> TableWriter:
+        def failed(topic: str, error: BaseException) -> None:
+            self.metrics.sink_errors.labels("changelog").inc()
+            log.warning("produce_failed topic=%s error=%r (resent)", topic, error)
+
+        return TableWriter(self.app.producer, on_failure=failed)
+
+    def _deal_handler(self, msg: Any) -> Callable[[Any], Any]:
+        return self.on_deal_message if msg.topic == self.settings.deal_events_topic else self.on_stall_check
+
+    def _survey_handler(self, msg: Any) -> Callable[[Any], Any]:
+        if msg.topic == self.settings.responses_topic:
+            return self.on_response_message
+        return self.on_invitation_message
+
+    async def handle_batch(
+        self,
+        stream: Any,
+        events: Any,
+        writer: TableWriter,
+        handler_for: Callable[[Any], Callable[[Any], Any]],
+    ) -> None:
+        """Handle one fetched batch in order, then wait until its table writes and outputs
+        are acknowledged: ``take_events`` acks the events (makes their offsets
+        committable) only after this returns."""
+        token = _BATCH_WRITER.set(writer)
+        try:
+            for event in events:
+                msg = event.message
+                # a RocksDB store picks the partition of a write from Faust's current event
+                stream._set_current_event(event)
+                writer.partition = msg.partition
+                await self.guarded(handler_for(msg), msg)
+            await writer.flush()
+        finally:
+            _BATCH_WRITER.reset(token)
+
+    async def _produce(self, topic: Any, key: bytes, value: bytes) -> None:
+        """An output record of the current batch (durable with it), or, outside a batch
+        (the publisher's timer), sent and awaited at once."""
+        writer = _BATCH_WRITER.get()
+        if writer is not None:
+            writer.produce(topic.get_topic_name(), key, value)
+        else:
+            await (await topic.send(key=key, value=value))
 
     # ------------------------------------------------------------------ helpers
     def now_ms(self) -> int:
@@ -261,7 +322,7 @@ class SalesopsWorker:
             "original_value": value,
             "failed_at": self.now_ms(),
         }
-        await self.dead_letter.send(key=msg.key, value=self.dead_letter_codec.encode(record))
+        await self._produce(self.dead_letter, msg.key, self.dead_letter_codec.encode(record))
         self.metrics.dead_letters.labels(reason).inc()
         self.metrics.events.labels(msg.topic, "dead_letter").inc()
         log.info(
@@ -317,6 +378,10 @@ class SalesopsWorker:
         stored = self.deals.get(key)
         old = DealRecord.from_bytes(stored) if stored else None
         new_deal = deal_core.apply(old.deal if old else None, result, self.config)
+        if new_deal is not None and len(new_deal.observations) > deal_core.MAX_OBSERVATIONS:
+            detail = f"deal {result.deal_id!r} already has {deal_core.MAX_OBSERVATIONS} distinct events"
+            await self.send_dead_letter(msg, "deal_history_full", detail)
+            return
         if new_deal is not None:
             old_alert = stalled.AlertState.from_dict(old.alert) if old else None
             alert, transitions = stalled.on_deal_change(
@@ -358,7 +423,9 @@ class SalesopsWorker:
     ) -> None:
         """Write a changed deal record, re-index its stall check and emit its alert transitions."""
         alert_dict = alert.to_dict() if alert else None
-        self.deals[deal.deal_id.encode()] = DealRecord(partition, deal, alert_dict).to_bytes()
+        self.deal_store.set(
+            deal.deal_id.encode(), DealRecord(partition, deal, alert_dict).to_bytes(), partition
+        )
         part = self._partition(partition)
         part.index.track(deal, alert)
         part.note_alert(deal.deal_id, alert_dict)
@@ -367,7 +434,7 @@ class SalesopsWorker:
             await self.emit_alert(t.to_record())
 
     async def emit_alert(self, record: dict[str, Any]) -> None:
-        await self.alerts.send(key=record["alert_id"].encode(), value=self.alert_codec.encode(record))
+        await self._produce(self.alerts, record["alert_id"].encode(), self.alert_codec.encode(record))
         self.metrics.alerts.labels(record["kind"], record["status"]).inc()
         log.info("alert id=%s status=%s", record["alert_id"], record["status"])
 
@@ -442,7 +509,9 @@ class SalesopsWorker:
         if result is None:
             return
         part = self._survey_partition(msg.partition)
-        if pulse.apply_response(FramedTable(self.responses, msg.partition), part.views, result, self.secret):
+        if pulse.apply_response(
+            FramedTable(self.response_store, msg.partition), part.views, result, self.secret
+        ):
             part.dirty = True
         self.metrics.events.labels(msg.topic, "ok").inc()
 
@@ -451,7 +520,7 @@ class SalesopsWorker:
         if result is None:
             return
         part = self._survey_partition(msg.partition)
-        if pulse.apply_invitation(FramedTable(self.invitations, msg.partition), part.views, result):
+        if pulse.apply_invitation(FramedTable(self.invitation_store, msg.partition), part.views, result):
             part.dirty = True
         self.metrics.events.labels(msg.topic, "ok").inc()
 
@@ -728,6 +797,12 @@ class SalesopsWorker:
                     "questions": pulse.pulse_view(merged, survey, k),
                 },
             )
+
+
+def batches(stream: faust.StreamT, max_events: int) -> AsyncIterator[Sequence[faust.EventT]]:
+    """The stream's events in batches (``Stream.take_events``, which acks a batch only
+    after the loop body is done with it)."""
+    return cast(faust.Stream, stream).take_events(max_events, within=BATCH_WITHIN_S)
 
 
 def merge_deal_partials(parts: list[dict[str, Any]]) -> dict[str, Any]:

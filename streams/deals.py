@@ -47,6 +47,11 @@ STATUSES = (OPEN, WON, LOST, DELETED)
 CLOSED_STATUSES = (WON, LOST)
 
 _FORMAT_VERSION = 1
+# A deal keeps every distinct event it has seen, and its table record must fit one Kafka
+# message (1 MB by default): at the field limits of streams/validation an observation
+# takes well under 1 KB, so 1,000 of them stay far below it.  Events past the limit are
+# rejected (dead letter ``deal_history_full``), never a record the broker refuses.
+MAX_OBSERVATIONS = 1000
 
 
 @dataclass(frozen=True, slots=True)
