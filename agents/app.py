@@ -1,6 +1,6 @@
 """The Faust app: topics, tables, agents, timers and web views. Thin glue.
 
-Flow per partition (DESIGN.md): decode -> validate -> core (``streams``) -> table ->
+Flow per partition (docs/design.md): decode -> validate -> core (``streams``) -> table ->
 incremental views.  A timer publishes each owned partition's *partial* view to the
 internal partials topic; every worker reads all partials and merges the latest one per
 partition, so ``/api`` answers global numbers whichever worker is asked.  The worker

@@ -3,7 +3,7 @@
 Inputs and the dead-letter/alerts topics keep every record for the retention time
 (``cleanup.policy=delete``); aggregate topics are keyed by a dimension and only the
 latest value per key matters, so they are compacted, as is the internal ``partials``
-topic the global merge reads (DESIGN.md, principle 4).  Creation is idempotent; an
+topic the global merge reads (docs/design.md, principle 4).  Creation is idempotent; an
 existing topic with fewer partitions than configured is reported, never altered (adding
 partitions moves keys between partitions, an operator's decision).
 """

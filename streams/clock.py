@@ -1,6 +1,6 @@
 """Injectable clocks: wall time for the live worker, fixed time for tests, event time per partition.
 
-Nothing in the core calls ``time.time()`` itself (DESIGN principle 6, deterministic replay):
+Nothing in the core calls ``time.time()`` itself (docs/design.md, principle 6):
 whoever needs "now" is handed a :class:`Clock`.  All times are integer epoch milliseconds.
 
 Event time is tracked with a :class:`Watermark` per Kafka partition: the largest event time

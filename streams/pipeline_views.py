@@ -1,6 +1,6 @@
 """Pipeline, funnel, aging and movement views: sums of per-deal contributions.
 
-DESIGN "Derived views, not counters": a view never counts events.  It holds the sum, over
+docs/design.md, "Derived views, not counters": a view never counts events.  It holds the sum, over
 the deals of one partition, of what each deal's *whole state* contributes.  When a deal
 changes, :meth:`PipelineViews.replace` subtracts the old state's contribution and adds the
 new one's, so a late event that rewrites a deal's history corrects every number exactly,

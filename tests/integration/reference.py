@@ -1,6 +1,6 @@
 """An independent, plain recomputation of the deal views from the raw JSON Lines file.
 
-Written from DESIGN.md's definitions without calling ``streams``: if the core and this
+Written from docs/metrics.md's definitions without calling ``streams``: if the core and this
 disagree, one of them misreads the definition.  Only the figures the integration tests
 compare are computed.
 """

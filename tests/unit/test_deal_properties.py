@@ -1,4 +1,4 @@
-"""Property tests: permutations and duplicates change nothing (DESIGN principles 2, 3, 6)."""
+"""Property tests: permutations and duplicates change nothing (docs/design.md, principles 2, 3, 6)."""
 
 from __future__ import annotations
 
