@@ -8,7 +8,7 @@ export SALESOPS_KAFKA_BOOTSTRAP ?= 127.0.0.1:9092
 export SALESOPS_REDIS_URL ?= redis://127.0.0.1:6380/0
 
 .DEFAULT_GOAL := help
-.PHONY: help install up down status demo test test-unit test-integration rules-test lint format bench clean
+.PHONY: help install up down status demo test test-unit test-integration soak rules-test lint format bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,6 +41,10 @@ test-unit: install ## unit tests only (no broker needed)
 
 test-integration: install ## integration + e2e tests against the running local stack (make up)
 	$(PY) -m pytest tests/integration tests/e2e -q
+
+soak: install ## crash stress against the running stack (make up): SIGKILL a replay 12 times, then compare (SOAK_KILLS, SOAK_DEALS)
+	SALESOPS_CRASH_KILLS=$${SOAK_KILLS:-12} SALESOPS_CRASH_DEALS=$${SOAK_DEALS:-6000} \
+		$(PY) -m pytest tests/integration/test_crash_stress.py -q -p no:cacheprovider
 
 rules-test: ## promtool check + unit tests of the Prometheus alert rules
 	@bash deploy/prometheus/test.sh

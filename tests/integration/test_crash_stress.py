@@ -48,7 +48,7 @@ def test_sigkill_at_many_moments_of_a_replay_loses_nothing(names: Names, start_w
     assert imported.returncode == 0, imported.stderr
     # kill after the first batch, then at random points of what each restart processes
     # (a restarted worker first replays what the dead one had not committed)
-    thresholds = [1] + sorted(rng.randint(1, max(2, len(events) // (KILLS + 1))) for _ in range(KILLS - 1))
+    thresholds = [1, *(rng.randint(1, max(2, len(events) // (KILLS + 1))) for _ in range(KILLS - 1))]
     history = []
     for n in thresholds:
         worker = start_worker(env)
