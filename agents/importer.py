@@ -20,8 +20,14 @@ the importer accepts is one the worker accepts).  A rejected line is reported as
 single-object encoded, so it is normalised (upper-case currency, amount with scale 2,
 epoch-ms timestamps).  Keys: ``deal_id`` for deals, ``team`` for surveys and invitations.
 
+The target topic is created first when it does not exist (configured partitions and
+replication, :func:`agents.topics.ensure_input_topics`), so a fresh broker without topic
+auto-creation works.  ``FILE`` must be a file: a directory is a usage error (its files
+may hold different kinds; import them one by one).
+
 Exit status: 0 all produced (or ``--skip-invalid``), 1 lines were rejected, 2 usage or
-configuration error, 3 Kafka unreachable or a record not acknowledged.
+configuration error (a missing file, a directory), 3 Kafka unreachable, the topic missing
+and not creatable, or a record not acknowledged.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from agents.kafka_io import (
     quiet_client_logs,
 )
 from agents.settings import Settings
+from agents.topics import prepare_tool_topics
 from schemas.codec import Codec
 from streams.pipelines import (
     DEFAULT_PIPELINES_FILE,
@@ -317,6 +324,9 @@ def topic_for(kind: str, settings: Settings) -> str:
 
 def run_import(args: argparse.Namespace, settings: Settings) -> int:
     path: Path = args.file
+    if path.is_dir():
+        print(f"salesops import: {path} is a directory; give a .jsonl or .csv file", file=sys.stderr)
+        return 2
     fmt = _format_of(path, args.format)
     if fmt is None:
         print(
@@ -335,6 +345,10 @@ def run_import(args: argparse.Namespace, settings: Settings) -> int:
     topic = args.topic or topic_for(args.kind, settings)
 
     quiet_client_logs(settings)
+    problem = prepare_tool_topics(settings, [topic], "salesops import")
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 3
     try:
         producer = make_producer(settings)
     except BrokerUnavailable as exc:

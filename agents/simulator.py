@@ -15,7 +15,8 @@ run without Kafka:
   ``event_id``) and swaps of nearby events of the same deal (or team).
 
 All canonical events have times <= ``now_ms``.  The CLI validates every generated record
-with :mod:`streams.validation` before it writes or produces it.
+with :mod:`streams.validation` before it writes or produces it, and creates the three
+input topics first when they do not exist (configured partitions and replication).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from agents.kafka_io import (
     quiet_client_logs,
 )
 from agents.settings import Settings
+from agents.topics import prepare_tool_topics
 from schemas.codec import Codec
 from streams.events import DAY_MS
 from streams.pipelines import ConfigError, Pipeline, PipelineConfig, Rates
@@ -557,13 +559,17 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     quiet_client_logs(settings)
+    topics = {kind: topic_for(kind, settings) for kind in KINDS}
+    problem = prepare_tool_topics(settings, list(topics.values()), "salesops simulate")
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 3
     try:
         producer = make_producer(settings)
     except BrokerUnavailable as exc:
         print(f"salesops simulate: {exc}", file=sys.stderr)
         return 3
     tracker = DeliveryTracker(producer)
-    topics = {kind: topic_for(kind, settings) for kind in KINDS}
 
     def batches() -> Iterator[tuple[str, dict[str, Any]]]:
         yield from _interleave(first)

@@ -151,6 +151,52 @@ def ensure_topics(settings: Settings) -> list[str]:
         admin.close()
 
 
+def ensure_input_topics(settings: Settings, names: list[str]) -> list[TopicStatus]:
+    """Create (idempotently) the input topics a command line tool is about to write to.
+
+    ``salesops import`` and ``salesops simulate`` call it before producing: a broker that
+    does not auto-create topics would otherwise leave the producer waiting for metadata
+    that never comes.  New topics get the configured partitions and replication and
+    ``cleanup.policy=delete``, like the worker's inputs.  Raises
+    :class:`~agents.kafka_io.BrokerUnavailable` when no broker answers and ``KafkaError``
+    naming the topic when one cannot be created.
+    """
+    n, r = settings.topic_partitions, settings.topic_replication
+    specs = [TopicSpec(name, n, r, {"cleanup.policy": "delete"}) for name in dict.fromkeys(names)]
+    admin = make_admin(settings)
+    try:
+        return ensure_specs(admin, specs)
+    finally:
+        admin.close()
+
+
+def prepare_tool_topics(settings: Settings, names: list[str], tool: str) -> str | None:
+    """:func:`ensure_input_topics` for a command line tool: ``None`` when the topics are
+    there (a created topic and a partition warning are reported on stderr), else the
+    one-line reason to print before exiting with status 3."""
+    try:
+        statuses = ensure_input_topics(settings, names)
+    except BrokerUnavailable as exc:
+        return f"{tool}: {exc}"
+    except KafkaError as exc:
+        what = f"topic {names[0]}" if len(names) == 1 else f"topics {', '.join(names)}"
+        return (
+            f"{tool}: cannot make sure {what} exists at {settings.kafka_bootstrap}: "
+            f"{describe_error(exc)}; create it beforehand (`salesops topics` creates the configured "
+            "topics; it needs the right to create topics) or fix SALESOPS_TOPIC_REPLICATION"
+        )
+    for st in statuses:
+        if st.state == "created":
+            print(
+                f"{tool}: created topic {st.spec.name} (partitions={st.spec.partitions} "
+                f"replication={st.spec.replication})",
+                file=sys.stderr,
+            )
+        if st.warning:
+            print(f"warning: {st.warning}", file=sys.stderr)
+    return None
+
+
 def list_topics(settings: Settings) -> list[TopicStatus]:
     """Which salesops topics exist, with their partition counts (creates nothing)."""
     admin = make_admin(settings)

@@ -1,8 +1,10 @@
-"""``salesops import`` as a user runs it, against the real broker.
+"""``salesops import`` (and ``salesops simulate``) as a user runs them, against the real broker.
 
 A 1,000-line file with 3 bad lines: the CLI names the 3 lines, exits 1 (0 with
 --skip-invalid), and exactly the 997 valid records land on the topic, decodable and
-equal to the input.
+equal to the input.  On a broker where the target topics do not exist yet (a fresh
+``make up``; the local broker does not auto-create topics), both tools create them with
+the configured partitions before producing.
 """
 
 from __future__ import annotations
@@ -76,8 +78,34 @@ def write_deals(path: Path) -> dict[str, dict[str, Any]]:
     return good
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SALESOPS_KAFKA_BOOTSTRAP": BOOTSTRAP, "PYTHONPATH": str(ROOT)}
+@pytest.fixture
+def new_topics() -> Iterator[list[str]]:
+    """Names of topics a test lets the CLI create; they are deleted afterwards."""
+    names: list[str] = []
+    yield names
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, bootstrap_timeout_ms=10_000)
+    try:
+        existing = set(admin.list_topics())
+        if gone := [n for n in names if n in existing]:
+            admin.delete_topics(gone)
+    finally:
+        admin.close()
+
+
+def partitions_of(names: list[str]) -> dict[str, int]:
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, bootstrap_timeout_ms=10_000)
+    try:
+        existing = set(admin.list_topics())
+        return {
+            info["topic"] if "topic" in info else info["name"]: len(info["partitions"])
+            for info in admin.describe_topics([n for n in names if n in existing])
+        }
+    finally:
+        admin.close()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SALESOPS_KAFKA_BOOTSTRAP": BOOTSTRAP, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "agents.cli", *args],
         cwd=ROOT,
@@ -172,3 +200,44 @@ def test_unreachable_broker_is_a_clear_error_not_a_hang(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert "cannot reach Kafka at 127.0.0.1:1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_import_creates_its_missing_topic_with_the_configured_partitions(
+    new_topics: list[str], tmp_path: Path
+) -> None:
+    topic = f"t-import-new-{uuid4().hex[:8]}"
+    new_topics.append(topic)
+    assert partitions_of([topic]) == {}, "the topic must not exist before the import"
+    path = tmp_path / "deals.jsonl"
+    good = write_deals(path)
+
+    result = run_cli("import", "deals", str(path), "--topic", topic, env={"SALESOPS_TOPIC_PARTITIONS": "4"})
+
+    assert result.returncode == 1, result.stderr  # the 3 bad lines; nothing about the topic
+    assert f"created topic {topic} (partitions=4 replication=1)" in result.stderr
+    assert f"produced 997, rejected 3 ({path})" in result.stdout
+    assert partitions_of([topic]) == {topic: 4}
+    check_topic(topic, good)
+
+
+def test_simulate_creates_its_missing_input_topics(new_topics: list[str]) -> None:
+    uid = f"t-sim-new-{uuid4().hex[:8]}"
+    topics = {
+        "SALESOPS_DEAL_EVENTS_TOPIC": f"{uid}.deal-events",
+        "SALESOPS_RESPONSES_TOPIC": f"{uid}.survey-responses",
+        "SALESOPS_INVITATIONS_TOPIC": f"{uid}.survey-invitations",
+    }
+    new_topics.extend(topics.values())
+    assert partitions_of(list(topics.values())) == {}
+
+    result = run_cli(
+        "simulate", "--deals", "20", "--survey-waves", "1", "--employees", "30", "--count", "60",
+        env={**topics, "SALESOPS_TOPIC_PARTITIONS": "2"},
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "sent 60 events" in result.stdout
+    assert partitions_of(list(topics.values())) == dict.fromkeys(topics.values(), 2)
+    produced = {name: consume_all(name, 0, timeout_s=30) for name in topics.values()}
+    assert sum(len(records) for records in produced.values()) == 60
+    assert produced[topics["SALESOPS_DEAL_EVENTS_TOPIC"]], "deal events come first in event time"

@@ -258,6 +258,8 @@ def test_run_import_reports_bad_lines_without_a_broker(
         def close(self) -> None:
             pass
 
+    ensured: list[list[str]] = []
+    monkeypatch.setattr(importer, "prepare_tool_topics", lambda _s, names, _tool: ensured.append(names))
     monkeypatch.setattr(importer, "make_producer", lambda _settings: object())
     monkeypatch.setattr(importer, "DeliveryTracker", FakeTracker)
     path = tmp_path / "deals.jsonl"
@@ -271,6 +273,7 @@ def test_run_import_reports_bad_lines_without_a_broker(
     assert f"{path}:3: negative_amount:" in captured.err
     assert captured.out.strip() == f"produced 1, rejected 2 ({path})"
     assert [t for t, _, _ in sent] == ["crm.deal-events"]
+    assert ensured == [["crm.deal-events"]]
     args.skip_invalid = True
     assert importer.run_import(args, Settings()) == 0
 
@@ -283,6 +286,39 @@ def test_run_import_refuses_an_unknown_extension(tmp_path: Path, capsys: pytest.
     )
     assert importer.run_import(args, Settings()) == 2
     assert "--format" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", [None, "jsonl"])
+def test_run_import_of_a_directory_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str | None
+) -> None:
+    folder = tmp_path / "export.jsonl"
+    folder.mkdir()
+    (folder / "deals.jsonl").write_text(json.dumps(deal()) + "\n")
+    args = argparse.Namespace(
+        kind="deals", file=folder, format=fmt, skip_invalid=False, topic=None, no_progress=True
+    )
+    assert importer.run_import(args, Settings()) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"salesops import: {folder} is a directory; give a .jsonl or .csv file"
+    )
+
+
+def test_run_import_stops_before_producing_when_its_topic_cannot_be_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_producer(_settings: Settings) -> None:
+        raise AssertionError("the producer must not be created")
+
+    monkeypatch.setattr(importer, "prepare_tool_topics", lambda _s, names, tool: f"{tool}: cannot {names}")
+    monkeypatch.setattr(importer, "make_producer", no_producer)
+    path = tmp_path / "deals.jsonl"
+    path.write_text(json.dumps(deal()) + "\n")
+    args = argparse.Namespace(
+        kind="deals", file=path, format=None, skip_invalid=False, topic="my-deals", no_progress=True
+    )
+    assert importer.run_import(args, Settings()) == 3
+    assert capsys.readouterr().err.strip() == "salesops import: cannot ['my-deals']"
 
 
 def test_kafka_errors_are_described_once_and_delivery_errors_as_they_are() -> None:

@@ -237,3 +237,37 @@ def test_bad_rates_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     )
     assert simulator.run_simulate(args, Settings()) == 2
     assert "--duplicate-rate" in capsys.readouterr().err
+
+
+def test_simulate_stops_before_producing_when_its_topics_cannot_be_made(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_producer(_settings: Settings) -> None:
+        raise AssertionError("the producer must not be created")
+
+    asked: list[list[str]] = []
+
+    def refuse(_settings: Settings, names: list[str], tool: str) -> str:
+        asked.append(names)
+        return f"{tool}: no topics"
+
+    monkeypatch.setattr(simulator, "prepare_tool_topics", refuse)
+    monkeypatch.setattr(simulator, "make_producer", no_producer)
+    args = argparse.Namespace(
+        seed=1,
+        deals=5,
+        survey_waves=1,
+        employees=10,
+        rate=0.0,
+        duration=0.0,
+        count=0,
+        duplicate_rate=0.0,
+        reorder_rate=0.0,
+        stall_rate=0.1,
+        start=None,
+        loop=False,
+        output_dir=None,
+    )
+    assert simulator.run_simulate(args, Settings()) == 3
+    assert asked == [["crm.deal-events", "hr.survey-responses", "hr.survey-invitations"]]
+    assert capsys.readouterr().err.strip() == "salesops simulate: no topics"
