@@ -23,23 +23,20 @@ from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import faust
-from aiohttp.web import Response as AioResponse
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from faust.web import Request, Response, View
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from agents.changelog import DurableTable, TableWriter
 from agents.outputs import Publisher
 from agents.records import DealRecord, FramedRecord, FramedTable, TableLedger
 from agents.settings import Settings
+from agents.web import define_routes
 from schemas.codec import Codec, DecodeError
 from sinks.metrics import SalesopsMetrics, set_gauge_family
 from sinks.webhook import WebhookSink
 from streams import deals as deal_core
 from streams import pulse, stalled
 from streams.clock import Watermark
-from streams.periods import PeriodError, current_month, parse_period
-from streams.pipeline_views import PipelineViews, aging, funnel, merge_partials, movement, pipeline_rows
+from streams.pipeline_views import PipelineViews, merge_partials
 from streams.pipelines import DEFAULT_PIPELINES_FILE, DEFAULT_RATES_FILE, load_pipelines, load_rates
 from streams.validation import (
     Limits,
@@ -136,6 +133,7 @@ class SalesopsWorker:
             store=s.store,
             datadir=str(Path(s.data_dir) / s.app_id),
             web_host=s.web_host,
+            web_bind=s.web_host,  # the interface to listen on; Faust's own default is 0.0.0.0
             web_port=s.web_port,
             canonical_url=f"http://{host}:{s.web_port}",
             topic_partitions=s.topic_partitions,
@@ -146,6 +144,9 @@ class SalesopsWorker:
             consumer_auto_offset_reset="earliest",
             stream_wait_empty=False,
             web_in_thread=False,
+            # Faust's /table and /router pages would serve table contents and worker URLs
+            web_tables_enabled=False,
+            web_router_enabled=False,
             # every table write is a changelog record: a longer linger batches them into
             # fewer produce requests (measured: +30% events/s), at <= 50 ms added latency
             producer_linger_ms=50,
@@ -164,8 +165,8 @@ class SalesopsWorker:
         self.webhook: WebhookSink | None = None
         if s.webhook_url:
             self.webhook = WebhookSink(
-                s.webhook_url,
-                headers=s.webhook_headers,
+                s.webhook_url.value,
+                headers=dict(s.webhook_headers.value),
                 template=s.webhook_template or None,
                 timeout_s=s.webhook_timeout_s,
                 retry_budget=s.webhook_retry_budget,
@@ -228,7 +229,7 @@ class SalesopsWorker:
         app.timer(s.flush_interval_s, name="publish-views")(self.publish_views)
         app.timer(s.stall_check_interval_s, name="stall-checks")(self.emit_due_checks)
         app.task(self.read_partials)
-        self._define_web()
+        define_routes(self)
 
     # ------------------------------------------------------------------ batches
     def _writer(self) -> TableWriter:
@@ -692,112 +693,6 @@ class SalesopsWorker:
             return self.now_ms()
         return max((p.get("watermark", 0) for p in self.book.parts("deals")), default=0)
 
-    def _define_web(self) -> None:
-        app, worker = self.app, self
-
-        def _json(view: View, payload: Any, status: int = 200) -> Response:
-            return view.json(payload, status=status)
-
-        @app.page("/metrics")
-        async def metrics_page(view: View, request: Request) -> Response:
-            # aiohttp refuses a charset inside content_type=, so the header is set directly
-            return AioResponse(  # type: ignore[return-value]  # faust's Response is aiohttp's
-                body=generate_latest(worker.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-            )
-
-        @app.page("/api/pipeline")
-        async def pipeline_page(view: View, request: Request) -> Response:
-            merged = worker.merged_deals()
-            return _json(
-                view,
-                {
-                    "as_of": worker.global_now_ms(),
-                    "currency": worker.rates.reporting_currency,
-                    **pipeline_rows(merged["views"]),
-                },
-            )
-
-        @app.page("/api/funnel")
-        async def funnel_page(view: View, request: Request) -> Response:
-            now = worker.global_now_ms()
-            label = request.query.get("period", f"last-{worker.settings.trailing_windows_days[0]}d")
-            try:
-                period = parse_period(label, now, worker.tz)
-            except PeriodError as exc:
-                return _json(view, {"error": str(exc)}, status=400)
-            merged = worker.merged_deals()
-            return _json(view, {"as_of": now, **funnel(merged["views"], worker.config, period, now)})
-
-        @app.page("/api/aging")
-        async def aging_page(view: View, request: Request) -> Response:
-            now = worker.global_now_ms()
-            return _json(view, {"as_of": now, "stages": aging(worker.merged_deals()["views"], now)})
-
-        @app.page("/api/movement")
-        async def movement_page(view: View, request: Request) -> Response:
-            now = worker.global_now_ms()
-            label = request.query.get("period") or current_month(now, worker.tz).label
-            try:
-                period = parse_period(label, now, worker.tz)
-                if label.startswith("last-"):
-                    raise PeriodError("movement needs a month (YYYY-MM) or quarter (YYYY-Qn)")
-            except PeriodError as exc:
-                return _json(view, {"error": str(exc)}, status=400)
-            return _json(
-                view,
-                {
-                    "as_of": now,
-                    "period": period.label,
-                    "pipelines": movement(worker.merged_deals()["views"], period),
-                },
-            )
-
-        @app.page("/api/alerts")
-        async def alerts_page(view: View, request: Request) -> Response:
-            status = request.query.get("status")
-            alerts = [a for a in worker.merged_deals()["stalled"] if status is None or a["status"] == status]
-            return _json(view, {"alerts": alerts})
-
-        @app.page("/api/deals/{deal_id}")
-        @app.table_route(table=self.deals, match_info="deal_id")
-        async def deal_page(view: View, request: Request, deal_id: str) -> Response:
-            stored = worker.deals.get(deal_id.encode())
-            if not stored:
-                return _json(view, {"error": f"deal {deal_id!r} not found"}, status=404)
-            return _json(view, deal_json(DealRecord.from_bytes(stored)))
-
-        @app.page("/api/enps")
-        async def enps_page(view: View, request: Request) -> Response:
-            window = request.query.get("window", "30d")
-            if not window.endswith("d") or not window[:-1].isdigit():
-                return _json(view, {"error": "window must look like 30d"}, status=400)
-            rows = pulse.enps_view(
-                worker.merged_pulse(), int(window[:-1]), worker.now_ms(), worker.settings.anonymity_threshold
-            )
-            group = request.query.get("group")
-            if group:
-                rows = [r for r in rows if r["group"] == group]
-            return _json(
-                view, {"window": window, "threshold": worker.settings.anonymity_threshold, "groups": rows}
-            )
-
-        @app.page("/api/pulse")
-        async def pulse_page(view: View, request: Request) -> Response:
-            survey = request.query.get("survey")
-            if not survey:
-                return _json(view, {"error": "survey is required"}, status=400)
-            merged = worker.merged_pulse()
-            k = worker.settings.anonymity_threshold
-            return _json(
-                view,
-                {
-                    "survey": survey,
-                    "threshold": k,
-                    "enps": pulse.enps_survey_view(merged, survey, k),
-                    "questions": pulse.pulse_view(merged, survey, k),
-                },
-            )
-
 
 def batches(stream: faust.StreamT, max_events: int) -> AsyncIterator[Sequence[faust.EventT]]:
     """The stream's events in batches (``Stream.take_events``, which acks a batch only
@@ -845,8 +740,6 @@ def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] 
     except BrokerUnavailable as exc:
         log.error("startup_failed error=%s", exc)
         return 2
-    if settings.respondent_secret.value == "change-me":
-        log.warning("respondent_secret=default: set SALESOPS_RESPONDENT_SECRET outside local use")
     worker = SalesopsWorker(settings)
     worker.metrics.prime([settings.deal_events_topic, settings.responses_topic, settings.invitations_topic])
     if on_started:

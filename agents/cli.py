@@ -2,7 +2,8 @@
 
 Each subcommand builds :class:`~agents.settings.Settings` from the environment once and
 passes it down.  Exit status: 0 success, 1 rejected input (import), 2 usage or
-configuration error.
+configuration error (for ``worker`` also: no usable ``SALESOPS_RESPONDENT_SECRET``).
+``settings`` prints every value with its secrets masked by their type.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from agents.settings import Settings, SettingsError, describe
+from agents.settings import Settings, SettingsError, describe, masked_items, respondent_secret_problem
 
 
 def _settings_epilog() -> str:
@@ -82,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if args.command == "worker":
+        problem = respondent_secret_problem(settings)
+        if problem:
+            print(f"salesops: configuration error: {problem}", file=sys.stderr)
+            return 2
         from agents.app import run_worker
 
         return run_worker(settings)
@@ -98,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_topics(args, settings)
     if args.command == "settings":
-        for f_name, value in sorted(vars(settings).items()):
-            print(f"SALESOPS_{f_name.upper()}={value}")
+        for name, shown in sorted(masked_items(settings)):
+            print(f"{name}={shown}")
         return 0
     return 2
 

@@ -143,7 +143,7 @@ class Publisher:
         self.codecs = {view: Codec.for_record(name) for view, name in _CODECS.items()}
         self.redis: RedisSnapshotSink | None = None
         if s.redis_url:
-            self.redis = RedisSnapshotSink(s.redis_url, s.redis_prefix)
+            self.redis = RedisSnapshotSink(s.redis_url.value, s.redis_prefix)
         self.topics = AggregateTopicSink(self._send)
         self._redis_ready = False
 

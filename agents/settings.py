@@ -8,26 +8,83 @@ generated from :data:`FIELDS` docs.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 
 class SettingsError(ValueError):
     """An environment variable has a value that cannot be used."""
 
 
-@dataclass(frozen=True)
-class Secret:
-    """A value that must not appear in logs or ``repr``."""
+T = TypeVar("T")
+MASK = "****"
+MIN_RESPONDENT_SECRET_CHARS = 16
 
-    value: str = field(repr=False)
+
+@dataclass(frozen=True)
+class Secret(Generic[T]):
+    """A value that must not appear in ``salesops settings``, logs or ``repr``.
+
+    Masking is by type: ``str()`` and ``repr()`` show :meth:`masked`, and the raw value is
+    read only where it is used (``.value``: the HMAC key, the client that connects).  A
+    secret is falsy when its value is empty.
+    """
+
+    value: T = field(repr=False)
+
+    def masked(self) -> str:
+        return MASK if self.value else ""
 
     def __str__(self) -> str:
-        return "****" if self.value else ""
+        return self.masked()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.masked()!r})"
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+
+class SecretURL(Secret[str]):
+    """A URL whose path or query is the secret (Slack, Teams and most webhook URLs):
+    shown as ``scheme://host[:port]/****``."""
+
+    def masked(self) -> str:
+        if not self.value:
+            return ""
+        parts = urlsplit(self.value)
+        host = parts.netloc.rpartition("@")[2]
+        return f"{parts.scheme}://{host}/{MASK}" if parts.scheme and host else MASK
+
+
+class CredentialURL(Secret[str]):
+    """A service URL whose secret is its password (``redis://user:pass@host:port/0``, or
+    ``?password=...``): shown with the password and every query value as ``****``."""
+
+    def masked(self) -> str:
+        if not self.value:
+            return ""
+        parts = urlsplit(self.value)
+        userinfo, at, host = parts.netloc.rpartition("@")
+        if at:
+            user, colon, _password = userinfo.partition(":")
+            host = (f"{user}:{MASK}" if colon else MASK) + "@" + host
+        query = "&".join(f"{k}={MASK}" for k, _v in parse_qsl(parts.query, keep_blank_values=True))
+        return urlunsplit((parts.scheme, host, parts.path, query, ""))
+
+
+class SecretHeaders(Secret[Mapping[str, str]]):
+    """HTTP headers (an Authorization header, an API key): names shown, values ``****``."""
+
+    def masked(self) -> str:
+        return json.dumps(dict.fromkeys(self.value, MASK), sort_keys=True)
 
 
 def _f(default: Any, doc: str) -> Any:
@@ -38,12 +95,22 @@ def _f(default: Any, doc: str) -> Any:
 class Settings:
     kafka_bootstrap: str = _f("127.0.0.1:9092", "Kafka bootstrap servers, comma-separated host:port")
     app_id: str = _f("salesops", "Faust app id = Kafka consumer group and changelog topic prefix")
-    redis_url: str = _f(
-        "redis://127.0.0.1:6380/0", "Redis URL for view snapshots; empty disables the Redis sink"
+    redis_url: CredentialURL = _f(
+        CredentialURL("redis://127.0.0.1:6380/0"),
+        "Redis URL for view snapshots; empty disables the Redis sink (its password is a secret)",
     )
     redis_prefix: str = _f("salesops", "Prefix of every Redis key")
-    web_host: str = _f("0.0.0.0", "Address the worker's web server (/metrics, /api) binds to")
+    web_host: str = _f(
+        "127.0.0.1",
+        "Address the worker's web server (/metrics, /healthz, /readyz, /api) binds to; "
+        "0.0.0.0 exposes it on every interface (set SALESOPS_API_TOKEN then)",
+    )
     web_port: int = _f(6066, "Port of the worker's web server")
+    api_token: Secret[str] = _f(
+        Secret(""),
+        "Bearer token every /api request must carry when set (a secret); "
+        "/metrics, /healthz and /readyz stay open",
+    )
     session_timeout_s: float = _f(
         30.0,
         "Consumer group session timeout: how long a crashed worker's partitions wait before "
@@ -70,17 +137,23 @@ class Settings:
     stall_check_interval_s: float = _f(1.0, "How often due stall checks are looked for")
     anonymity_threshold: int = _f(5, "Groups with fewer responses show their count only")
     enps_drop_points: float = _f(10.0, "eNPS drop alert: 30-day eNPS fell by more than this many points")
-    respondent_secret: Secret = _f(Secret("change-me"), "HMAC key pseudonymising respondents in table keys")
-    webhook_url: str = _f("", "Alert webhook URL (Slack-compatible JSON); empty disables it")
-    webhook_headers: dict[str, str] = _f(None, "Extra webhook headers as a JSON object")
+    respondent_secret: Secret[str] = _f(
+        Secret(""),
+        "HMAC key pseudonymising respondents in table keys (a secret); the worker refuses to "
+        f"start without one of at least {MIN_RESPONDENT_SECRET_CHARS} characters",
+    )
+    webhook_url: SecretURL = _f(
+        SecretURL(""), "Alert webhook URL (Slack-compatible JSON; a secret); empty disables it"
+    )
+    webhook_headers: SecretHeaders = _f(
+        SecretHeaders(MappingProxyType({})), "Extra webhook headers as a JSON object (values are secrets)"
+    )
     webhook_template: str = _f("", "string.Template for the webhook body; empty = Slack-style default")
     webhook_retry_budget: int = _f(8, "Delivery attempts before an alert goes to the dead-letter topic")
     webhook_timeout_s: float = _f(10.0, "Timeout of one webhook request")
     log_level: str = _f("INFO", "Log level")
 
     def __post_init__(self) -> None:
-        if self.webhook_headers is None:
-            object.__setattr__(self, "webhook_headers", {})
         if self.clock not in ("wall", "watermark"):
             raise SettingsError(f"SALESOPS_CLOCK must be wall or watermark, got {self.clock!r}")
         if self.topic_partitions < 1:
@@ -122,6 +195,13 @@ def env_name(field_name: str) -> str:
     return "SALESOPS_" + field_name.upper()
 
 
+_SECRET_TYPES: dict[str, type[Secret[Any]]] = {
+    "Secret[str]": Secret,
+    "SecretURL": SecretURL,
+    "CredentialURL": CredentialURL,
+}
+
+
 def _convert(name: str, typ: Any, raw: str) -> Any:
     typ = str(typ)
     try:
@@ -131,16 +211,59 @@ def _convert(name: str, typ: Any, raw: str) -> Any:
             return float(raw)
         if typ.startswith("tuple"):
             return tuple(int(x) for x in raw.split(",") if x.strip())
-        if typ.startswith("dict"):
+        if typ == "SecretHeaders":
             value = json.loads(raw) if raw.strip() else {}
             if not isinstance(value, dict):
                 raise ValueError("not a JSON object")
-            return {str(k): str(v) for k, v in value.items()}
-        if typ == "Secret":
-            return Secret(raw)
+            return SecretHeaders(MappingProxyType({str(k): str(v) for k, v in value.items()}))
+        if typ in _SECRET_TYPES:
+            return _SECRET_TYPES[typ](raw.strip())
     except ValueError as exc:
-        raise SettingsError(f"{env_name(name)}={raw!r}: {exc}") from None
+        shown = "<hidden>" if typ.startswith("Secret") else repr(raw)  # a bad secret is still a secret
+        raise SettingsError(f"{env_name(name)}={shown}: {exc}") from None
     return raw
+
+
+def respondent_secret_problem(settings: Settings) -> str | None:
+    """Why the worker must not start with this respondent secret, or None.
+
+    The secret keys the HMAC that pseudonymises respondents: empty, the old published
+    default or a short one would let anyone who reads the tables recompute the keys of
+    known respondent ids.  ``salesops worker`` refuses to start (exit 2) with this text.
+    """
+    secret = settings.respondent_secret.value
+    if secret in ("", "change-me") or len(secret) < MIN_RESPONDENT_SECRET_CHARS:
+        what = (
+            "is not set" if not secret else "is the old default" if secret == "change-me" else "is too short"
+        )
+        return (
+            f"SALESOPS_RESPONDENT_SECRET {what}: the worker needs a secret of at least "
+            f"{MIN_RESPONDENT_SECRET_CHARS} characters to pseudonymise respondents; generate one with "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'` and keep it (a new secret "
+            "keys the same respondents differently)"
+        )
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """True when binding ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name or "" (every interface)
+
+
+def masked_items(settings: Settings) -> list[tuple[str, str]]:
+    """(env var, value as shown) of every setting, secrets masked by their type."""
+    out = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, tuple):
+            value = ",".join(str(x) for x in value)
+        out.append((env_name(f.name), str(value)))
+    return out
 
 
 def describe() -> list[tuple[str, str, str]]:
@@ -150,7 +273,5 @@ def describe() -> list[tuple[str, str, str]]:
         default = f.default
         if isinstance(default, tuple):
             default = ",".join(str(x) for x in default)
-        elif default is None:
-            default = "{}"
         out.append((env_name(f.name), str(default), f.metadata.get("doc", "")))
     return out

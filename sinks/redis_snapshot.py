@@ -43,7 +43,8 @@ class RedisSnapshotSink(Sink):
             )
             self._client.ping()
         except (redis.RedisError, ValueError) as exc:
-            raise SinkError(f"cannot reach Redis at {self.url}: {exc}") from exc
+            # not the URL: it may carry a password; redis' own message names host and port
+            raise SinkError(f"cannot reach Redis (SALESOPS_REDIS_URL): {exc}") from exc
 
     def key(self, view: str) -> str:
         return f"{self.prefix}:view:{view}"

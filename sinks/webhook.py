@@ -192,19 +192,20 @@ class WebhookSink(Sink):
         """Check the URL, the limits and the template; raise :class:`SinkError` saying what to fix.
 
         No request is sent: a probe POST would be an alert of its own in a chat channel.
+        Messages never quote the URL: its path is often the secret (Slack, Teams).
         """
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https"):
             raise SinkError(
-                f"webhook URL must start with http:// or https://, got {self.url!r} "
+                f"webhook URL must start with http:// or https://, got scheme {parts.scheme!r} "
                 "(check SALESOPS_WEBHOOK_URL)"
             )
         if not parts.hostname:
-            raise SinkError(f"webhook URL has no host: {self.url!r}")
+            raise SinkError("webhook URL has no host (check SALESOPS_WEBHOOK_URL)")
         try:
             _ = parts.port
         except ValueError as exc:
-            raise SinkError(f"webhook URL has an invalid port: {self.url!r}") from exc
+            raise SinkError("webhook URL has an invalid port (check SALESOPS_WEBHOOK_URL)") from exc
         if self.retry_budget < 1:
             raise SinkError(f"webhook retry budget must be at least 1 attempt, got {self.retry_budget}")
         if self.timeout_s <= 0:

@@ -32,6 +32,19 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+# The worker refuses to start without a respondent secret. The demo keeps one in
+# .local/respondent-secret (made once, private to this user), so restarts of the demo key
+# respondents the same way; an exported SALESOPS_RESPONDENT_SECRET wins.
+SECRET_FILE="$ROOT/.local/respondent-secret"
+if [[ -z ${SALESOPS_RESPONDENT_SECRET:-} ]]; then
+  if [[ ! -s $SECRET_FILE ]]; then
+    (umask 077 && .venv/bin/python -c 'import secrets; print(secrets.token_hex(32))' >"$SECRET_FILE")
+    echo "demo: generated a respondent secret in $SECRET_FILE"
+  fi
+  SALESOPS_RESPONDENT_SECRET="$(cat "$SECRET_FILE")"
+  export SALESOPS_RESPONDENT_SECRET
+fi
+
 .venv/bin/salesops topics
 SALESOPS_WEB_PORT="$PORT" .venv/bin/salesops worker >"$LOGS/worker.log" 2>&1 &
 worker_pid=$!
@@ -51,6 +64,7 @@ cat <<MSG
 
   salesops demo is running (Ctrl-C stops it)
     metrics     http://127.0.0.1:$PORT/metrics
+    readiness   http://127.0.0.1:$PORT/readyz
     pipeline    http://127.0.0.1:$PORT/api/pipeline
     funnel      http://127.0.0.1:$PORT/api/funnel?period=last-30d
     aging       http://127.0.0.1:$PORT/api/aging

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("SALESOPS_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("SALESOPS_REDIS_URL", "redis://127.0.0.1:6380/0")
 T = TypeVar("T")
+TEST_RESPONDENT_SECRET = "test-respondent-secret-0123456789abcdef"
 
 pytestmark = pytest.mark.integration
 
@@ -156,6 +157,8 @@ class Names:
             "SALESOPS_OUTPUT_TOPIC_PREFIX": f"{self.uid}.out.",
             "SALESOPS_TOPIC_PARTITIONS": str(self.partitions),
             "SALESOPS_FLUSH_INTERVAL_S": "0.5",
+            # the worker refuses to start without one; fixed, so restarts key respondents alike
+            "SALESOPS_RESPONDENT_SECRET": TEST_RESPONDENT_SECRET,
         }
         env.update({k: str(v) for k, v in extra.items()})
         return env
