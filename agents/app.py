@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from agents.changelog import DurableTable, TableWriter
 from agents.outputs import Publisher
+from agents.partials import PartialExchange, partition_for
 from agents.records import DealRecord, FramedRecord, FramedTable, TableLedger
 from agents.settings import Settings
 from agents.web import define_routes
@@ -117,6 +118,8 @@ class SalesopsWorker:
         self.partitions: dict[int, PartitionState] = {}
         self.survey_partitions: dict[int, SurveyPartition] = {}
         self.book = PartialBook()
+        # chunks partials so none exceeds the broker's message size (agents/partials.py)
+        self.exchange = PartialExchange()
         # eNPS drop alerts: group -> FIRING record; recovered from the alerts topic at start
         self.enps_firing: dict[str, dict[str, Any]] = {}
         # global outputs wait until the partials/alerts reader has read to the end once
@@ -560,6 +563,10 @@ class SalesopsWorker:
         agents: so partials are built only for changed partitions, the worker's gauges
         only when one of its partials changed, and the global outputs only when a partial
         changed anywhere or ``REPUBLISH_S`` passed (aging moves with the clock).
+
+        A failed publication is logged, counted (``salesops_sink_errors_total{sink}``,
+        ``partials`` or ``aggregate-topics``) and retried at the next flush: it never
+        stops the worker.
         """
         owned = frozenset(self.partitions)
         deals_changed = owned != self._gauged_partitions
@@ -567,11 +574,13 @@ class SalesopsWorker:
             if part.dirty:
                 deals_changed = True
                 part.dirty = False
-                await self._publish_partial(f"deals:{p}", self.deal_partial(p, part))
+                if not await self._publish_partial(f"deals:{p}", self.deal_partial(p, part)):
+                    part.dirty = True
         for p, spart in list(self.survey_partitions.items()):
             if spart.dirty:
                 spart.dirty = False
-                await self._publish_partial(f"pulse:{p}", spart.views.partial())
+                if not await self._publish_partial(f"pulse:{p}", spart.views.partial()):
+                    spart.dirty = True
         if deals_changed:
             self._gauged_partitions = owned
             self.publisher.update_worker_gauges(
@@ -580,15 +589,30 @@ class SalesopsWorker:
         if 0 in self.partitions and self.reader_caught_up:
             stale = time.monotonic() - self._published_at > REPUBLISH_S
             if self.book.version != self._published_version or stale:
-                self._published_version, self._published_at = self.book.version, time.monotonic()
-                await self.publisher.publish_global()
-                await self.check_enps_drops(self.merged_pulse(), self.now_ms())
+                version = self.book.version
+                try:
+                    # False until the clock has a value (watermark clock before any event)
+                    if await self.publisher.publish_global():
+                        self._published_version, self._published_at = version, time.monotonic()
+                    await self.check_enps_drops(self.merged_pulse(), self.now_ms())
+                except Exception:  # a bug in one output must not stop consumption
+                    self.metrics.sink_errors.labels("aggregate-topics").inc()
+                    log.exception("publish_global_failed retry_next_flush=true")
 
-    async def _publish_partial(self, key: str, partial: dict[str, Any]) -> None:
+    async def _publish_partial(self, key: str, partial: dict[str, Any]) -> bool:
         """Keep a partial locally (this worker's answers need not wait for the round trip)
-        and publish it for the other workers."""
+        and publish it for the other workers, in chunks that fit the broker's message
+        size (agents/partials.py).  False when the publication failed (logged, counted)."""
         self.book.put(key, partial)
-        await self.partials_topic.send(key=key.encode(), value=json.dumps(partial).encode())
+        partition = partition_for(key, self.settings.topic_partitions)
+        try:
+            for chunk_key, value in self.exchange.encode(key, partial):
+                await self.partials_topic.send(key=chunk_key.encode(), value=value, partition=partition)
+        except Exception as exc:  # the producer's errors vary (size, broker gone): all mean "retry"
+            self.metrics.sink_errors.labels("partials").inc()
+            log.warning("sink=partials key=%s retry_next_flush=true error=%r", key, exc)
+            return False
+        return True
 
     async def read_partials(self) -> None:
         """Follow the partials topic from the beginning, without a consumer group."""
@@ -618,7 +642,9 @@ class SalesopsWorker:
                         if r.key is None or r.value is None:
                             continue
                         if tp.topic == topic:
-                            self.book.put(r.key.decode(), json.loads(r.value))
+                            done = self.exchange.receive(r.key.decode(), r.value)
+                            if done is not None:
+                                self.book.put(*done)
                         else:
                             self._note_enps_alert(r.value)
         finally:

@@ -25,8 +25,9 @@ from sinks.base import SinkError, SinkUnavailable
 from sinks.metrics import set_gauge_family
 from sinks.redis_snapshot import RedisSnapshotSink
 from streams import pulse
+from streams.clock import NO_WATERMARK_MS
 from streams.periods import current_month, current_quarter, trailing_period
-from streams.pipeline_views import aging, funnel, merge_partials, movement, pipeline_rows
+from streams.pipeline_views import aging, funnel, merge_partials, money, movement, pipeline_rows
 
 if TYPE_CHECKING:
     from agents.app import SalesopsWorker
@@ -44,7 +45,14 @@ _CODECS = {
 
 
 def _money(cents: int) -> Decimal:
-    return Decimal(cents).scaleb(-2)
+    """Exact Decimal of integer cents, whatever its size (``Decimal(str)`` never rounds,
+    arithmetic on Decimals would round to the context's 28 digits)."""
+    return Decimal(money(cents))
+
+
+def _units(cents: int | None) -> float | None:
+    """Cents as a float of reporting units, for gauges and the Avro doubles (averages)."""
+    return None if cents is None else cents / 100
 
 
 def pipeline_records(rows: dict[str, list[dict[str, Any]]], currency: str) -> dict[str, dict[str, Any]]:
@@ -102,7 +110,7 @@ def funnel_records(result: dict[str, Any], currency: str) -> dict[str, dict[str,
             "lost_value": _money(p["lost_cents"]),
             "win_rate_count": p["win_rate_count"],
             "win_rate_value": p["win_rate_value"],
-            "avg_deal_size": p["avg_deal_size"],
+            "avg_deal_size": _units(p["avg_deal_size_cents"]),
             "avg_cycle_days": p["avg_cycle_days"],
             "open_deals": p["open_deals"],
             "sales_velocity_per_day": p["sales_velocity_per_day"],
@@ -157,10 +165,12 @@ class Publisher:
         own = merge_partials(own_partials)
         currency = w.rates.reporting_currency
         rows = pipeline_rows(own)["by_stage"]
-        set_gauge_family(m.pipeline_value, {(r["pipeline"], r["stage"], currency): r["value"] for r in rows})
+        set_gauge_family(
+            m.pipeline_value, {(r["pipeline"], r["stage"], currency): r["value_cents"] / 100 for r in rows}
+        )
         set_gauge_family(
             m.pipeline_weighted_value,
-            {(r["pipeline"], r["stage"], currency): r["weighted_value"] for r in rows},
+            {(r["pipeline"], r["stage"], currency): r["weighted_cents"] / 100 for r in rows},
         )
         set_gauge_family(m.pipeline_deals, {(r["pipeline"], r["stage"]): r["deals"] for r in rows})
         stalled = Counter(
@@ -247,8 +257,8 @@ class Publisher:
                         win[(pid, label, basis)] = p[f"win_rate_{basis}"]
                 closed[(pid, label, "won")] = p["won_count"]
                 closed[(pid, label, "lost")] = p["lost_count"]
-                if p["avg_deal_size"] is not None:
-                    size[(pid, label, currency)] = p["avg_deal_size"]
+                if p["avg_deal_size_cents"] is not None:
+                    size[(pid, label, currency)] = p["avg_deal_size_cents"] / 100
                 if p["avg_cycle_days"] is not None:
                     cycle[(pid, label)] = p["avg_cycle_days"] * 86400
                 if p["sales_velocity_per_day"] is not None:
@@ -275,10 +285,18 @@ class Publisher:
         set_gauge_family(m.enps, enps)
         set_gauge_family(m.enps_responses, responses)
 
-    async def publish_global(self) -> None:
-        """Publisher only: aggregate topics, Redis and the ratio gauges from merged partials."""
+    async def publish_global(self) -> bool:
+        """Publisher only: aggregate topics, Redis and the ratio gauges from merged partials.
+
+        False, publishing nothing, while the clock has no value: the watermark clock
+        before the first event reads the epoch, and rows for 1970 (periods ``1970-01``,
+        ``1970-Q1``, ages since 1970) are not numbers anyone should see.  A sink failure
+        is logged and counted and its rows wait for the next call; it returns True then."""
         w = self.worker
         now = w.global_now_ms()
+        if now <= NO_WATERMARK_MS:
+            log.debug("publish_global skipped=no_clock_value")
+            return False
         records, figures = self.global_records(now)
         self.update_global_gauges(figures)
         for view, rows in records.items():
@@ -302,6 +320,7 @@ class Publisher:
                 self._redis_ready = False
                 w.metrics.sink_errors.labels("redis").inc()
                 log.warning("sink=redis retry_next_flush=true pending=%s error=%s", self.redis.pending, exc)
+        return True
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

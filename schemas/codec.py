@@ -11,12 +11,21 @@ Two implementations produce the same bytes: the reference ``avro`` package (the
 contract, and the fingerprint) and ``fastavro`` on the hot path, because the reference
 one decodes several times slower (see ``make bench``); ``tests/unit/test_codec.py``
 checks byte equality both ways.
+
+Versions.  ``<Name>.avsc`` is the current version of a contract; earlier versions that
+readers must still accept are kept next to it as ``<Name>.v<N>.avsc`` and registered as
+writer versions of :meth:`Codec.for_record` (and :meth:`ReferenceCodec.for_record`).  A
+change that keeps the Parsing Canonical Form (such as a wider decimal precision with the
+same scale: the canonical form strips logical types, and the bytes are the same two's
+complement unscaled integer) keeps the fingerprint: its old records simply read as the new
+version.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
@@ -45,6 +54,14 @@ def load_schema_json(name: str) -> str:
     return schema_path(name).read_text()
 
 
+def writer_versions(name: str) -> list[str]:
+    """The ``.avsc`` texts of the earlier versions of ``name`` (``<name>.v<N>.avsc``),
+    oldest first: every version a reader of the current one must still accept."""
+    pattern = re.compile(rf"{re.escape(name)}\.v(\d+)\.avsc")
+    found = [(int(m.group(1)), p) for p in SCHEMA_DIR.iterdir() if (m := pattern.fullmatch(p.name))]
+    return [p.read_text() for _, p in sorted(found)]
+
+
 def fingerprint(schema_json: str) -> bytes:
     """CRC-64-AVRO of the Parsing Canonical Form, little-endian, as the spec's header uses."""
     return avro.schema.parse(schema_json).fingerprint("CRC-64-AVRO")
@@ -62,14 +79,17 @@ class Codec:
         self.schema_json = schema_json
         self._parsed = fastavro.parse_schema(json.loads(schema_json))
         self._header = MAGIC + fingerprint(schema_json)
-        self._writers: dict[bytes, Any] = {self._header[2:]: None}
+        self._writers: dict[bytes, Any] = {}
         for old in writer_versions:
             self._writers[fingerprint(old)] = fastavro.parse_schema(json.loads(old))
+        # a version with the current canonical form is read as the current one
+        self._writers[self._header[2:]] = None
         self.name: str = json.loads(schema_json)["name"]
 
     @classmethod
     def for_record(cls, name: str) -> Codec:
-        return cls(load_schema_json(name))
+        """The current version of ``name``, reading every registered earlier version too."""
+        return cls(load_schema_json(name), writer_versions(name))
 
     def encode(self, record: dict[str, Any]) -> bytes:
         buf = io.BytesIO()
@@ -104,12 +124,21 @@ class ReferenceCodec:
     """The same wire format written and read with the reference ``avro`` package.
 
     Used by tests to prove the hot-path codec is byte-compatible, and by anyone who wants
-    the reference behaviour.
+    the reference behaviour.  ``writer_versions`` as for :class:`Codec`.
     """
 
-    def __init__(self, schema_json: str) -> None:
+    def __init__(self, schema_json: str, writer_versions: Iterable[str] = ()) -> None:
         self._schema = avro.schema.parse(schema_json)
         self._header = MAGIC + self._schema.fingerprint("CRC-64-AVRO")
+        self._writers: dict[bytes, avro.schema.Schema] = {}
+        for old in writer_versions:
+            parsed = avro.schema.parse(old)
+            self._writers[parsed.fingerprint("CRC-64-AVRO")] = parsed
+        self._writers[self._header[2:]] = self._schema
+
+    @classmethod
+    def for_record(cls, name: str) -> ReferenceCodec:
+        return cls(load_schema_json(name), writer_versions(name))
 
     def encode(self, record: dict[str, Any]) -> bytes:
         buf = io.BytesIO()
@@ -118,9 +147,10 @@ class ReferenceCodec:
         return buf.getvalue()
 
     def decode(self, data: bytes) -> dict[str, Any]:
-        if data[:HEADER_LEN] != self._header:
-            raise DecodeError("header does not match this schema")
+        writer = self._writers.get(data[2:HEADER_LEN]) if data[:2] == MAGIC else None
+        if writer is None:
+            raise DecodeError("header does not match this schema or an earlier version")
         buf = io.BytesIO(data[HEADER_LEN:])
-        result = avro.io.DatumReader(self._schema).read(avro.io.BinaryDecoder(buf))
+        result = avro.io.DatumReader(writer, self._schema).read(avro.io.BinaryDecoder(buf))
         assert isinstance(result, dict)
         return result

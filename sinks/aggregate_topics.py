@@ -5,6 +5,12 @@ of every dimension.  Only rows whose content changed since the last publication 
 sent (``as_of`` is left out of the comparison), and a row that disappeared is sent as a
 tombstone (null value) so compaction drops it.  Records are handed to an async ``send``
 (the worker's Faust producer) in one batch per flush.
+
+Failures never lose a row: what was sent is remembered per row, so the next flush sends
+exactly what is still missing.  A failed send stops the flush (the broker is likely
+unreachable: the other topics wait too); a row its schema cannot hold is skipped and the
+rest of the batch still goes out.  Either way :meth:`aflush` ends with
+:class:`SinkUnavailable` naming what failed, and the caller counts it and retries.
 """
 
 from __future__ import annotations
@@ -34,19 +40,38 @@ class AggregateTopicSink:
     async def aflush(self) -> int:
         """Send changed rows and tombstones; return how many records were sent."""
         sent = 0
+        unencodable: list[str] = []
         for topic, (codec, as_of, rows) in list(self._pending.items()):
-            before = self._published.get(topic, {})
+            published = self._published.setdefault(topic, {})
             now = {k: json.dumps(v, sort_keys=True, default=str) for k, v in rows.items()}
-            try:
-                for key, fingerprint in now.items():
-                    if before.get(key) != fingerprint:
-                        await self._send(topic, key.encode(), codec.encode({**rows[key], "as_of": as_of}))
-                        sent += 1
-                for key in before.keys() - now.keys():
-                    await self._send(topic, key.encode(), None)
-                    sent += 1
-            except Exception as exc:  # the producer's errors vary by client; all mean "retry"
-                raise SinkUnavailable(f"publishing to {topic} failed: {exc}") from exc
-            self._published[topic] = now
-            del self._pending[topic]
+            changes: list[tuple[str, str | None]] = [
+                (key, fingerprint) for key, fingerprint in now.items() if published.get(key) != fingerprint
+            ]
+            changes += [(key, None) for key in sorted(published.keys() - now.keys())]
+            skipped = 0
+            for key, fingerprint in changes:
+                value = None
+                if fingerprint is not None:
+                    try:
+                        value = codec.encode({**rows[key], "as_of": as_of})
+                    except Exception as exc:  # fastavro raises several types for a bad datum
+                        skipped += 1
+                        if skipped == 1:
+                            unencodable.append(f"{topic} key {key[:80]!r}: {type(exc).__name__}: {exc}")
+                        continue
+                try:
+                    await self._send(topic, key.encode(), value)
+                except Exception as exc:  # the producer's errors vary by client; all mean "retry"
+                    raise SinkUnavailable(f"publishing to {topic} failed: {exc}") from exc
+                sent += 1
+                if fingerprint is None:
+                    del published[key]
+                else:
+                    published[key] = fingerprint
+            if skipped:
+                unencodable[-1] += f" ({skipped} rows skipped)"
+            else:
+                del self._pending[topic]
+        if unencodable:
+            raise SinkUnavailable("rows the schema cannot hold: " + "; ".join(unencodable))
         return sent

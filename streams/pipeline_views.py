@@ -18,9 +18,11 @@ Prometheus gauges read ``pipeline_rows(p)["by_stage"]`` (pipeline value) and
 What one deal contributes (``tz`` decides the calendar day of an instant):
 
 * **Open pipeline** (status open): by (pipeline, stage), owner, team and region (None ->
-  ``"unknown"``): ``deals`` 1, ``value_cents``, ``weighted_cents = round(value_cents * p)``
-  with ``p`` the deal's probability, else the stage default, else 0 (unknown stage).  A
-  currency without a rate counts as 0 cents and ``unpriced`` 1, so it is visible.
+  ``"unknown"``): ``deals`` 1, ``value_cents``, ``weighted_cents`` = value_cents x p
+  rounded half to even, computed exactly with ``p`` as the decimal it is written as
+  (0.35, not the binary float nearest to it), ``p`` the deal's probability, else the
+  stage default, else 0 (unknown stage).  A currency without a rate counts as 0 cents and
+  ``unpriced`` 1, so it is visible.
 * **Funnel** (known pipelines only, per open stage and day).  The deal's observations are
   reduced to *positions*: its stage while open, ``won``, or ``out`` (lost/deleted); a
   run of equal positions is one funnel visit.  Unlike :meth:`Deal.history`, a close or
@@ -38,7 +40,9 @@ What one deal contributes (``tz`` decides the calendar day of an instant):
   ``won_count``/``won_cents`` or ``lost_count``/``lost_cents`` (amount at the closing
   observation), and ``cycle_ms_sum`` (closed_at - created_at) for won deals.
 * **Aging** (status open): the ``entered_at`` of the current stage visit, as a multiset per
-  (pipeline, stage).
+  (pipeline, stage).  The multiset stays in memory; the partial carries a bounded summary
+  of it (:func:`aging_summary`: exact count, first and last entry, at most
+  ``AGING_CELLS`` histogram cells), so a partial does not grow with the number of deals.
 * **Movement**, per pipeline and calendar month: the deal's open value v(t) (reporting
   cents if open, else 0) changes only at observations; each change a -> b is classified:
   first observation and open -> ``new`` b; not open -> open: ``reopened`` b; open -> open:
@@ -57,21 +61,22 @@ time zone.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date
 from decimal import Decimal
+from fractions import Fraction
+from itertools import accumulate
 from typing import Any
 from zoneinfo import ZoneInfo
-
-import numpy as np
 
 from streams.deals import CLOSED_STATUSES, OPEN, WON, Deal
 from streams.events import DAY_MS
 from streams.periods import Period, PeriodError, day_of
 from streams.pipelines import PipelineConfig, Rates
 
-PARTIAL_VERSION = 1
+PARTIAL_VERSION = 2  # 2: aging as a bounded summary (1 listed every open deal)
 UNKNOWN = "unknown"
 OPEN_FIELDS = ("deals", "value_cents", "weighted_cents", "unpriced")
 FUNNEL_COUNTERS = ("entered", "exited", "advanced", "regressed", "cohort_advanced")
@@ -89,6 +94,16 @@ _SLICE_MS = 15 * 60 * 1000
 _MAX_CACHED_SLICES = 1 << 20
 # contributions of the deals updated last, so replace() need not recompute the old state's
 _RECENT_DEALS = 2048
+
+# Aging summary: entry times are counted in cells of AGING_BASE_MS x 2**level, aligned on
+# the epoch, at the smallest level whose cells span the stage's entries in AGING_CELLS
+# cells or fewer.  Cells of one level nest exactly in those of the next, so summaries of
+# different levels merge exactly (coarsen to the common level).
+AGING_CELLS = 1024
+AGING_BASE_MS = 60_000
+# exact ratios of the probabilities seen (few distinct values: stage defaults, overrides)
+_RATIOS: dict[float, tuple[int, int]] = {}
+_MAX_RATIOS = 4096
 
 _OUT = "\x00out"  # position of a lost or deleted deal; cannot collide with a stage id
 _WON = "\x00won"
@@ -166,7 +181,8 @@ class PipelineViews:
 
     def partial(self) -> dict[str, Any]:
         """The JSON-able snapshot of this partition (structure in :func:`empty_partial`).
-        Counters that are 0 are absent; aging lists are sorted."""
+        Counters that are 0 are absent; its size grows with the number of distinct
+        dimension values and days, never with the number of deals of one stage."""
         out = empty_partial()
         open_, funnel_, closed, aging_, movement_ = (
             out["open"],
@@ -176,6 +192,7 @@ class PipelineViews:
             out["movement"],
         )
         iso: dict[int, str] = {}
+        entries: dict[tuple[str, str], list[tuple[int, int]]] = {}
 
         def day_label(day: int) -> str:
             s = iso.get(day)
@@ -201,11 +218,13 @@ class PipelineViews:
                 closed.setdefault(pid, {}).setdefault(day_label(day), {})[field] = n
             elif kind == "a":
                 _, pid, stage, entered_at = key
-                aging_.setdefault(pid, {}).setdefault(stage, []).extend([entered_at] * n)
+                entries.setdefault((pid, stage), []).append((entered_at, n))
             else:
                 _, pid, month, field = key
                 label = f"{month // 12:04d}-{month % 12 + 1:02d}"
                 movement_.setdefault(pid, {}).setdefault(label, {})[field] = n
+        for (pid, stage), stage_entries in entries.items():
+            aging_.setdefault(pid, {})[stage] = aging_summary(stage_entries)
         return out
 
     # -- contributions ----------------------------------------------------------------
@@ -244,7 +263,7 @@ class PipelineViews:
             if p is None:
                 p = self._probabilities.get(pid, _NONE).get(deal.stage, 0.0)
             value = cents
-            weighted = round(cents * p)
+            weighted = weighted_cents(cents, p)
             for dim, a, b in (
                 ("stage", pid, deal.stage),
                 ("owner", deal.owner_id or UNKNOWN, ""),
@@ -340,15 +359,86 @@ class PipelineViews:
         return delta
 
 
+def weighted_cents(cents: int, probability: float) -> int:
+    """``cents`` x ``probability`` rounded half to even, exact: the probability is taken as
+    the shortest decimal that reads back as the float (0.35 is 35/100), so no float
+    product loses cents however large the amount."""
+    ratio = _RATIOS.get(probability)
+    if ratio is None:
+        if len(_RATIOS) >= _MAX_RATIOS:
+            _RATIOS.clear()
+        ratio = _RATIOS[probability] = Fraction(repr(probability)).as_integer_ratio()
+    num, den = ratio
+    q, r = divmod(cents * num, den)
+    if 2 * r > den or (2 * r == den and q % 2):
+        q += 1
+    return q
+
+
+def aging_level(first: int, last: int, at_least: int = 0) -> int:
+    """The smallest level >= ``at_least`` whose cells (AGING_BASE_MS x 2**level ms, aligned
+    on the epoch) cover the entry times ``first``..``last`` in at most AGING_CELLS cells."""
+    level = at_least
+    while last // (AGING_BASE_MS << level) - first // (AGING_BASE_MS << level) >= AGING_CELLS:
+        level += 1
+    return level
+
+
+def aging_summary(entries: Iterable[tuple[int, int]]) -> dict[str, Any]:
+    """The bounded aging summary of one (pipeline, stage) from ``(entered_at, count)``
+    pairs (count > 0, at least one pair)::
+
+        {"open": n, "first": min entered_at, "last": max entered_at,
+         "level": k, "cells": [[cell, count], ...]}   # cell = entered_at // (60 s x 2**k)
+
+    ``open``, ``first`` and ``last`` are exact; cells are sorted, at most AGING_CELLS."""
+    pairs = list(entries)
+    first = min(e for e, _ in pairs)
+    last = max(e for e, _ in pairs)
+    level = aging_level(first, last)
+    width = AGING_BASE_MS << level
+    cells: defaultdict[int, int] = defaultdict(int)
+    for entered_at, n in pairs:
+        cells[entered_at // width] += n
+    return {
+        "open": sum(n for _, n in pairs),
+        "first": first,
+        "last": last,
+        "level": level,
+        "cells": [[c, n] for c, n in sorted(cells.items())],
+    }
+
+
+def merge_aging_summaries(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Exact merge of summaries of disjoint sets of deals: equal to the summary of their
+    union (counts add, first/last are the min/max, cells coarsen to the common level)."""
+    parts = list(summaries)
+    first = min(s["first"] for s in parts)
+    last = max(s["last"] for s in parts)
+    level = aging_level(first, last, max(s["level"] for s in parts))
+    cells: defaultdict[int, int] = defaultdict(int)
+    for s in parts:
+        shift = level - s["level"]
+        for c, n in s["cells"]:
+            cells[c >> shift] += n
+    return {
+        "open": sum(s["open"] for s in parts),
+        "first": first,
+        "last": last,
+        "level": level,
+        "cells": [[c, n] for c, n in sorted(cells.items())],
+    }
+
+
 def empty_partial() -> dict[str, Any]:
     """The partial of a partition without deals; every partial has this shape::
 
-        {"version": 1,
+        {"version": 2,
          "open": {"by_stage": {pipeline: {stage: {field: int}}},      # OPEN_FIELDS
                   "by_owner" | "by_team" | "by_region": {value: {field: int}}},
          "funnel": {pipeline: {stage: {counter: {"YYYY-MM-DD": int}}}},  # FUNNEL_COUNTERS
          "closed": {pipeline: {"YYYY-MM-DD": {field: int}}},            # CLOSED_FIELDS
-         "aging": {pipeline: {stage: [entered_at_ms, ...]}},            # sorted, repeats kept
+         "aging": {pipeline: {stage: summary}},                        # see aging_summary
          "movement": {pipeline: {"YYYY-MM": {field: int}}}}             # MOVEMENT_FIELDS
 
     A counter that is 0 is absent (read with ``.get(field, 0)``); money is integer cents
@@ -364,15 +454,22 @@ def empty_partial() -> dict[str, Any]:
 
 
 def merge_partials(parts: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Sum partials: counters add, aging lists concatenate (kept sorted).  Merging the
-    partials of a split of the deals equals the partial of all of them.  Raises
-    ValueError on a partial of another version."""
+    """Sum partials: counters add, aging summaries merge exactly
+    (:func:`merge_aging_summaries`).  Merging the partials of a split of the deals equals
+    the partial of all of them.  Raises ValueError on a partial of another version."""
     out = empty_partial()
+    aging_parts: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for part in parts:
         if part.get("version") != PARTIAL_VERSION:
             raise ValueError(f"cannot merge partial version {part.get('version')!r}")
-        for section in ("open", "funnel", "closed", "aging", "movement"):
+        for section in ("open", "funnel", "closed", "movement"):
             _merge_into(out[section], part[section])
+        for pid, stages in part["aging"].items():
+            for stage, summary in stages.items():
+                aging_parts[pid, stage].append(summary)
+    for (pid, stage), summaries in sorted(aging_parts.items()):
+        merged = summaries[0] if len(summaries) == 1 else merge_aging_summaries(summaries)
+        out["aging"].setdefault(pid, {})[stage] = merged
     return out
 
 
@@ -380,8 +477,6 @@ def _merge_into(into: dict[str, Any], part: dict[str, Any]) -> None:
     for key, value in part.items():
         if isinstance(value, dict):
             _merge_into(into.setdefault(key, {}), value)
-        elif isinstance(value, list):
-            into[key] = sorted([*into.get(key, []), *value])
         else:
             into[key] = into.get(key, 0) + value
 
@@ -389,8 +484,20 @@ def _merge_into(into: dict[str, Any], part: dict[str, Any]) -> None:
 # -- queries over a (merged) partial ----------------------------------------------------
 
 
-def _units(cents: int | float) -> float:
-    return cents / 100
+def money(cents: int) -> str:
+    """Exact decimal string of an amount in cents: 1234567 -> "12345.67", -5 -> "-0.05".
+    The API gives money this way (and as integer ``*_cents``), never as a float, which
+    loses cents above 2**53 cents."""
+    sign = "-" if cents < 0 else ""
+    whole, frac = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{frac:02d}"
+
+
+def _average_cents(total_cents: int, count: int) -> int | None:
+    """total / count in cents, rounded half to even (exact integer arithmetic)."""
+    if not count:
+        return None
+    return round(Fraction(total_cents, count))
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -403,9 +510,9 @@ def _open_row(counters: dict[str, int]) -> dict[str, Any]:
     return {
         "deals": counters.get("deals", 0),
         "value_cents": value,
-        "value": _units(value),
+        "value": money(value),
         "weighted_cents": weighted,
-        "weighted_value": _units(weighted),
+        "weighted_value": money(weighted),
         "unpriced_deals": counters.get("unpriced", 0),
     }
 
@@ -413,8 +520,9 @@ def _open_row(counters: dict[str, int]) -> dict[str, Any]:
 def pipeline_rows(partial: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Open pipeline rows, sorted by key: ``by_stage`` rows carry ``pipeline`` and
     ``stage``; ``by_owner``/``by_team``/``by_region`` rows carry ``owner``/``team``/
-    ``region``.  Each row: deals, value_cents, value (reporting units), weighted_cents,
-    weighted_value, unpriced_deals (deals whose currency has no rate, counted as 0)."""
+    ``region``.  Each row: deals, value_cents, value (exact decimal string in reporting
+    units, see :func:`money`), weighted_cents, weighted_value (same), unpriced_deals
+    (deals whose currency has no rate, counted as 0)."""
     by_stage = [
         {"pipeline": pid, "stage": stage, **_open_row(counters)}
         for pid, stages in sorted(partial["open"]["by_stage"].items())
@@ -448,11 +556,14 @@ def funnel(partial: dict[str, Any], config: PipelineConfig, period: Period, now_
     advanced / exited, ``cohort_conversion`` = cohort_advanced / cohort_entered (None when
     the denominator is 0).  Per pipeline, over deals closed in the period: won/lost counts
     and values, ``win_rate_count`` = won / (won + lost), ``win_rate_value`` = won_cents /
-    (won_cents + lost_cents), ``avg_deal_size`` = won value / won count,
+    (won_cents + lost_cents), ``avg_deal_size_cents`` = won_cents / won count rounded half
+    to even (``avg_deal_size`` the same as a decimal string),
     ``avg_cycle_days`` = mean days from creation to won; ``open_deals`` is the current
     number of open deals (not period-bound) and ``sales_velocity_per_day`` = open_deals x
     avg_deal_size x win_rate_count / avg_cycle_days, None if a factor is undefined or the
-    cycle is 0.  Unknown pipelines are listed after the configured ones, without stages.
+    cycle is 0.  Money: ``won_cents``/``lost_cents`` and exact decimal strings
+    ``won_value``/``lost_value``.  Unknown pipelines are listed after the configured
+    ones, without stages.
     ``now_ms`` is echoed as ``as_of_ms``: the open-deal count is as of the partial.
     """
     first = date.fromordinal(period.first_day).isoformat()
@@ -482,25 +593,26 @@ def funnel(partial: dict[str, Any], config: PipelineConfig, period: Period, now_
         won, lost = closed["won_count"], closed["lost_count"]
         won_cents, lost_cents = closed["won_cents"], closed["lost_cents"]
         win_rate = _ratio(won, won + lost)
-        avg_size = _ratio(_units(won_cents), won)
+        avg_size_cents = _average_cents(won_cents, won)
         avg_cycle = _ratio(closed["cycle_ms_sum"] / DAY_MS, won)
         open_deals = sum(c.get("deals", 0) for c in partial["open"]["by_stage"].get(pid, {}).values())
         velocity = None
-        if avg_size is not None and win_rate is not None and avg_cycle:
-            velocity = open_deals * avg_size * win_rate / avg_cycle
+        if won and win_rate is not None and avg_cycle:
+            velocity = open_deals * (won_cents / won / 100) * win_rate / avg_cycle
         pipelines.append(
             {
                 "pipeline": pid,
                 "stages": stages,
                 "won_count": won,
                 "won_cents": won_cents,
-                "won_value": _units(won_cents),
+                "won_value": money(won_cents),
                 "lost_count": lost,
                 "lost_cents": lost_cents,
-                "lost_value": _units(lost_cents),
+                "lost_value": money(lost_cents),
                 "win_rate_count": win_rate,
                 "win_rate_value": _ratio(won_cents, won_cents + lost_cents),
-                "avg_deal_size": avg_size,
+                "avg_deal_size_cents": avg_size_cents,
+                "avg_deal_size": None if avg_size_cents is None else money(avg_size_cents),
                 "avg_cycle_days": avg_cycle,
                 "open_deals": open_deals,
                 "sales_velocity_per_day": velocity,
@@ -517,25 +629,62 @@ def funnel(partial: dict[str, Any], config: PipelineConfig, period: Period, now_
 
 def aging(partial: dict[str, Any], now_ms: int) -> list[dict[str, Any]]:
     """Per (pipeline, stage), sorted: ``open`` deals and the age in days of their current
-    stage visit, (now_ms - entered_at) / 86_400_000 as float: ``median_days``
-    (``np.median``), ``p90_days`` (``np.percentile(ages, 90)``, numpy's default linear
-    interpolation between closest ranks) and ``max_days``.  Ages are not clipped: an
-    entry in the future (clock skew) shows as a negative age."""
+    stage visit, from the stage's summary (:func:`aging_summary`).
+
+    * The age of an entry time e is max(0, now_ms - e) / 86_400_000: clamped at 0, since
+      "now" can be behind an entry (the watermark clock is the newest event time minus
+      the allowed lateness; a wall clock can be skewed against a CRM's).
+    * ``max_days``: the age of the stage's first entry, exact.
+    * ``median_days`` and ``p90_days``: each deal counts at its cell's midpoint (cells of
+      w = 60 s x 2**level; the midpoint clamped to the exact first..last entry), and the
+      quantile q of those ages is numpy's default ("linear"): with the n ages sorted,
+      h = (n - 1) q, value = x[floor h] + (h - floor h) (x[ceil h] - x[floor h]).
+      Each midpoint is within w/2 of the deal's entry, so both are within w/2 of the
+      exact quantile; w < 2 x (last - first) / 1023 (at least 1 minute), so the error is
+      below 0.1 % of the span of entry times: 90 days of entries give w = 128 minutes.
+    """
     rows = []
     for pid, stages in sorted(partial["aging"].items()):
-        for stage, entered in sorted(stages.items()):
-            ages = (now_ms - np.asarray(entered, dtype=np.int64)) / DAY_MS
+        for stage, summary in sorted(stages.items()):
+            first, last = summary["first"], summary["last"]
+            width = AGING_BASE_MS << summary["level"]
+            # ages ascending = cells descending
+            ages: list[int] = []
+            counts: list[int] = []
+            for c, n in reversed(summary["cells"]):
+                mid = min(max(c * width + width // 2, first), last)
+                ages.append(max(0, now_ms - mid))
+                counts.append(n)
+            ends = list(accumulate(counts))  # ends[i]: positions < ends[i] hold ages[i]
+            n_open = ends[-1]
             rows.append(
                 {
                     "pipeline": pid,
                     "stage": stage,
-                    "open": len(entered),
-                    "median_days": float(np.median(ages)),
-                    "p90_days": float(np.percentile(ages, 90)),
-                    "max_days": float(ages.max()),
+                    "open": summary["open"],
+                    "median_days": _quantile(ages, ends, n_open, 0.5) / DAY_MS,
+                    "p90_days": _quantile(ages, ends, n_open, 0.9) / DAY_MS,
+                    "max_days": max(0, now_ms - first) / DAY_MS,
                 }
             )
     return rows
+
+
+def _quantile(values: list[int], ends: list[int], n: int, q: float) -> float:
+    """numpy's linear quantile of a sorted multiset given as values with cumulative counts."""
+
+    def at(position: int) -> int:
+        return values[bisect_right(ends, position)]
+
+    h = (n - 1) * q
+    lo = int(h)
+    a = at(lo)
+    if lo + 1 >= n:
+        return float(a)
+    b = at(lo + 1)
+    if q == 0.5 and h != lo:
+        return (a + b) / 2  # numpy's median: the mean of the two middle values
+    return a + (h - lo) * (b - a)
 
 
 def movement(partial: dict[str, Any], period: Period) -> list[dict[str, Any]]:
@@ -543,7 +692,7 @@ def movement(partial: dict[str, Any], period: Period) -> list[dict[str, Any]]:
     calendar months (a month or a quarter; PeriodError otherwise).  ``start`` is the open
     value when the period begins (the sum of every earlier month's net change), and
     ``end = start + new + reopened + increased - decreased - won - lost - deleted``.
-    Each figure is given as ``<name>_cents`` (int) and ``<name>`` (reporting units)."""
+    Each figure is given as ``<name>_cents`` (int) and ``<name>`` (exact decimal string)."""
     first, last = date.fromordinal(period.first_day), date.fromordinal(period.last_day + 1)
     if first.day != 1 or last.day != 1:
         raise PeriodError(f"movement needs whole months, got {period.label!r}")
@@ -563,7 +712,7 @@ def movement(partial: dict[str, Any], period: Period) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"pipeline": pid}
         for name, cents in (("start", start), *sums.items(), ("end", end)):
             row[f"{name}_cents"] = cents
-            row[name] = _units(cents)
+            row[name] = money(cents)
         rows.append(row)
     return rows
 

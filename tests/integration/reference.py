@@ -12,12 +12,17 @@ import tomllib
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from statistics import median
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = 86_400_000
+# README "Stage aging": entry times counted in cells of 1 minute x 2**level, the smallest
+# level at which the stage's entries span at most 1024 cells
+AGING_CELLS = 1024
+MINUTE = 60_000
 
 
 def load_config() -> tuple[dict[str, Any], dict[str, Decimal]]:
@@ -78,7 +83,8 @@ class DealReference:
             cents = self.cents(last)
             row[0] += 1
             row[1] += cents
-            row[2] += round(cents * self.probability(last))
+            # weighted: exact, with the probability as the decimal it is written as
+            row[2] += round(cents * Fraction(repr(self.probability(last))))
         return {k: (v[0], v[1], v[2]) for k, v in out.items()}
 
     def closed_in(self, first_day: int, last_day: int) -> dict[str, dict[str, int]]:
@@ -101,8 +107,10 @@ class DealReference:
         return dict(out)
 
     def aging(self, now_ms: int) -> dict[tuple[str, str], tuple[int, float, float]]:
-        """(pipeline, stage) -> (open deals, median days in stage, max days in stage)."""
-        ages: dict[tuple[str, str], list[float]] = defaultdict(list)
+        """(pipeline, stage) -> (open deals, median days in stage, max days in stage), as
+        the README defines them: ages clamped at 0; the median over each deal's cell
+        midpoint (clamped to the stage's first..last entry); the max from the first entry."""
+        entered: dict[tuple[str, str], list[int]] = defaultdict(list)
         for evs in self.deals.values():
             last = evs[-1]
             if self.status(last) != "open":
@@ -110,8 +118,17 @@ class DealReference:
             i = len(evs) - 1
             while i > 0 and evs[i - 1]["stage"] == last["stage"]:
                 i -= 1
-            ages[(last["pipeline"], last["stage"])].append((now_ms - int(evs[i]["occurred_at"])) / DAY)
-        return {k: (len(v), median(v), max(v)) for k, v in ages.items()}
+            entered[(last["pipeline"], last["stage"])].append(int(evs[i]["occurred_at"]))
+        out = {}
+        for key, times in entered.items():
+            first, last_entry = min(times), max(times)
+            width = MINUTE
+            while last_entry // width - first // width + 1 > AGING_CELLS:
+                width *= 2
+            mids = [min(max(e // width * width + width // 2, first), last_entry) for e in times]
+            ages = [max(0, now_ms - m) / DAY for m in mids]
+            out[key] = (len(times), median(ages), max(0, now_ms - first) / DAY)
+        return out
 
     def open_value_by_pipeline(self) -> dict[str, int]:
         out: dict[str, int] = defaultdict(int)

@@ -5,10 +5,20 @@ from __future__ import annotations
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from schemas.codec import HEADER_LEN, MAGIC, Codec, DecodeError, ReferenceCodec, fingerprint, load_schema_json
+from schemas.codec import (
+    HEADER_LEN,
+    MAGIC,
+    Codec,
+    DecodeError,
+    ReferenceCodec,
+    fingerprint,
+    load_schema_json,
+    writer_versions,
+)
 
 DEAL = {
     "event_id": "e1",
@@ -118,3 +128,107 @@ def test_a_reader_with_an_added_optional_field_reads_old_records() -> None:
     # a reader that was not told about the old version refuses it clearly
     with pytest.raises(DecodeError, match="unknown writer schema"):
         Codec(new_json).decode(old_bytes)
+
+
+# -- money aggregates: decimal(38,2), evolved from decimal(18,2) --------------------------
+
+MONEY_AGGREGATES = ["PipelineAggregate", "FunnelAggregate", "MovementAggregate"]
+
+
+def _decimal_fields(schema: dict) -> list[dict]:
+    return [
+        f["type"]
+        for f in schema["fields"]
+        if isinstance(f["type"], dict) and f["type"].get("logicalType") == "decimal"
+    ]
+
+
+@pytest.mark.parametrize("name", MONEY_AGGREGATES)
+def test_aggregate_money_is_decimal_38_2_and_version_1_is_registered(name: str) -> None:
+    current = json.loads(load_schema_json(name))
+    assert {(d["precision"], d["scale"]) for d in _decimal_fields(current)} == {(38, 2)}
+    (v1,) = writer_versions(name)
+    assert {(d["precision"], d["scale"]) for d in _decimal_fields(json.loads(v1))} == {(18, 2)}
+    # only the decimal precision (and docs) changed: same Parsing Canonical Form
+    assert fingerprint(v1) == fingerprint(load_schema_json(name))
+
+
+PIPELINE_ROW = {
+    "dimension": "stage",
+    "pipeline": "default",
+    "value_of": "contractsent",
+    "deals": 2,
+    "value": Decimal("9999999999999999.99"),  # the largest decimal(18,2)
+    "weighted_value": Decimal("0.01"),
+    "currency": "USD",
+    "as_of": datetime(2026, 11, 3, tzinfo=UTC),
+}
+
+
+def test_records_written_with_version_1_are_read_by_the_current_version() -> None:
+    # written by a version-1 producer, with either library, read by both current readers
+    v1 = writer_versions("PipelineAggregate")[0]
+    for old_bytes in (Codec(v1).encode(PIPELINE_ROW), ReferenceCodec(v1).encode(PIPELINE_ROW)):
+        for reader in (Codec.for_record("PipelineAggregate"), ReferenceCodec.for_record("PipelineAggregate")):
+            record = reader.decode(old_bytes)
+            assert record["value"] == Decimal("9999999999999999.99")
+            assert record["weighted_value"] == Decimal("0.01") and record["deals"] == 2
+
+
+def test_two_maximum_amounts_publish_exactly_where_decimal_18_2_failed() -> None:
+    # The largest legal amount in USD and in JPY (validation allows decimal(18,2)), open in
+    # one stage: 999,999,999,999,999,999 + 6,700,000,000,000,000 cents (JPY at 0.0067,
+    # half-even) = 1,006,699,999,999,999,999 cents; weighted at the stage's 0.9:
+    # 899,999,999,999,999,999.1 -> ...999 and 6,030,000,000,000,000 -> 906,029,999,999,999,999
+    from agents.outputs import _jsonable, pipeline_records
+    from streams.deals import fold
+    from streams.events import DealEvent
+    from streams.pipeline_views import PipelineViews, pipeline_rows
+    from streams.pipelines import load_pipelines, load_rates
+
+    config, rates = load_pipelines(), load_rates()
+    views = PipelineViews(config, rates, ZoneInfo("UTC"))
+    for deal_id, currency in (("M1", "USD"), ("M2", "JPY")):
+        event = DealEvent(
+            "e1", "crm", deal_id, "CREATED", 1_700_000_000_000, "default", "contractsent",
+            Decimal("9999999999999999.99"), currency,
+        )  # fmt: skip
+        views.replace(None, fold([event], config))
+    rows = pipeline_rows(views.partial())
+    records = pipeline_records(rows, "USD")
+    rec = records["stage:default:contractsent"]
+    assert rec["value"] == Decimal("10066999999999999.99")
+    assert rec["weighted_value"] == Decimal("9060299999999999.99")
+    # the contract holds it, both libraries agree, and it reads back to the cent
+    codec = Codec.for_record("PipelineAggregate")
+    data = codec.encode({**rec, "as_of": 1_700_000_000_000})
+    assert data == ReferenceCodec.for_record("PipelineAggregate").encode(
+        {**rec, "as_of": datetime.fromtimestamp(1_700_000_000, tz=UTC)}
+    )
+    back = codec.decode(data)
+    assert (back["value"], back["weighted_value"]) == (
+        Decimal("10066999999999999.99"),
+        Decimal("9060299999999999.99"),
+    )
+    # version 1 could not: this is the "decimal precision is bigger than allowed" failure
+    with pytest.raises(ValueError, match="precision"):
+        Codec(writer_versions("PipelineAggregate")[0]).encode({**rec, "as_of": 1_700_000_000_000})
+    # the API / Redis JSON: exact decimal strings and integer cents, never a float
+    api_row = next(r for r in rows["by_stage"] if r["stage"] == "contractsent")
+    assert json.loads(json.dumps(api_row))["value"] == "10066999999999999.99"
+    assert api_row["value_cents"] == 1_006_699_999_999_999_999
+    assert _jsonable(rec)["value"] == "10066999999999999.99"
+
+
+def test_money_sums_far_beyond_decimal_18_2_fit_the_contract() -> None:
+    # 10**20 maximum amounts at rate 1: 10**20 x 999,999,999,999,999,999 cents < 10**38
+    huge = (10**20) * 999_999_999_999_999_999
+    from agents.outputs import _money
+
+    value = _money(huge)
+    assert value == Decimal(huge) / 100 and len(value.as_tuple().digits) == 38
+    codec = Codec.for_record("MovementAggregate")
+    names = ("start", "new", "reopened", "increased", "decreased", "won", "lost", "deleted", "end")
+    record = {"period": "2026-11", "pipeline": "p", "currency": "USD", "as_of": 0}
+    record.update({n: value for n in names})
+    assert codec.decode(codec.encode(record))["end"] == value

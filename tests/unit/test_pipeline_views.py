@@ -6,22 +6,31 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.deals import Deal, apply, fold
 from streams.events import DealEvent
 from streams.periods import PeriodError, day_of, month_period, parse_period, quarter_period
 from streams.pipeline_views import (
+    AGING_BASE_MS,
+    AGING_CELLS,
     PipelineViews,
     aging,
+    aging_summary,
     empty_partial,
     funnel,
+    merge_aging_summaries,
     merge_partials,
+    money,
     movement,
     pipeline_rows,
+    weighted_cents,
 )
 from streams.pipelines import load_pipelines, load_rates
 
@@ -142,11 +151,12 @@ def test_funnel_rates_win_rate_size_cycle_velocity() -> None:
     assert p["win_rate_count"] == 0.5
     assert p["win_rate_value"] == pytest.approx(100_000 / 154_000)
     assert (p["won_value"], p["lost_value"], p["avg_deal_size"], p["avg_cycle_days"]) == (
-        1000.0,
-        540.0,
-        1000.0,
+        "1000.00",
+        "540.00",
+        "1000.00",
         9.0,
     )
+    assert (p["won_cents"], p["lost_cents"], p["avg_deal_size_cents"]) == (100_000, 54_000, 100_000)
     # velocity: 1 open deal x 1000 x 0.5 / 9 days
     assert p["open_deals"] == 1
     assert p["sales_velocity_per_day"] == pytest.approx(1000 * 0.5 / 9)
@@ -179,9 +189,9 @@ def test_pipeline_rows_currency_probability_and_dimensions() -> None:
         "stage": "discovery",
         "deals": 1,
         "value_cents": 108_000,
-        "value": 1080.0,
+        "value": "1080.00",
         "weighted_cents": 10_800,
-        "weighted_value": 108.0,
+        "weighted_value": "108.00",
         "unpriced_deals": 0,
     }
     # proposal: e2 (200 USD, weighted 50) + e4 (unpriced)
@@ -236,7 +246,7 @@ def test_reopen_after_won() -> None:
         "value_cents": 100_000,
         "weighted_cents": 90_000,
     }
-    assert p["aging"] == {"default": {"contractsent": [t(7)]}}
+    assert p["aging"] == {"default": {"contractsent": aging_summary([(t(7), 1)])}}
     # movement, March: new 1000, won 1000, reopened 1000 -> end 1000
     m = movement(p, month_period(2024, 3))[0]
     assert (m["new_cents"], m["won_cents"], m["reopened_cents"], m["end_cents"]) == (
@@ -265,7 +275,7 @@ def test_amount_change_currency_and_movement_over_months_and_quarters() -> None:
         "2024-04": {"decreased": 10_800, "won": 151_200},
     }
     march = movement(p, month_period(2024, 3))[0]
-    assert (march["start_cents"], march["end_cents"], march["end"]) == (0, 162_000, 1620.0)
+    assert (march["start_cents"], march["end_cents"], march["end"]) == (0, 162_000, "1620.00")
     april = movement(p, parse_period("2024-04", 0, UTC_TZ))[0]
     assert (april["start_cents"], april["decreased_cents"], april["won_cents"], april["end_cents"]) == (
         162_000,
@@ -318,7 +328,7 @@ def test_delete_and_restore() -> None:
     assert counter(p, "default", "qualifiedtobuy", "entered") == {"2024-03-01": 1, "2024-03-04": 1}
     assert p["movement"]["default"] == {"2024-03": {"new": 50_000, "deleted": 50_000, "reopened": 50_000}}
     # aging follows the stage history: the stage never changed, so aged since 03-01
-    assert p["aging"] == {"default": {"qualifiedtobuy": [t(1)]}}
+    assert p["aging"] == {"default": {"qualifiedtobuy": aging_summary([(t(1), 1)])}}
 
 
 def test_late_event_corrects_history_and_views() -> None:
@@ -351,18 +361,83 @@ def test_duplicate_changes_nothing() -> None:
 def test_aging_median_p90_max() -> None:
     # 3 open deals in proposal entered 03-01, 03-03, 03-10 (noon); now 03-11 noon
     deals = [fold([ev(f"g{i}", "1", t(day), "proposal")], CONFIG) for i, day in enumerate((1, 3, 10))]
-    rows = aging(views_of(*deals).partial(), t(11))
-    # ages 10, 8, 1 days: median 8; p90 linear: rank 0.9 x 2 = 1.8 -> 8 + 0.8 x (10 - 8) = 9.6
+    partial = views_of(*deals).partial()
+    # span 9 days = 12,960 minutes: 8-minute cells would need 1,621 > 1024, 16-minute cells
+    # 811 -> level 4.  Noon is a multiple of 16 minutes since the epoch, so each deal's cell
+    # starts at its entry and counts at entry + 8 min; the last one is clamped back to its
+    # exact entry (03-10 noon), the newest entry of the stage.
+    summary = partial["aging"]["enterprise"]["proposal"]
+    assert (summary["open"], summary["first"], summary["last"], summary["level"]) == (3, t(1), t(10), 4)
+    assert summary["cells"] == [[t(d) // (16 * 60_000), 1] for d in (1, 3, 10)]
+    rows = aging(partial, t(11))
+    # ages 10 d - 8 min, 8 d - 8 min, 1 d: median 8 d - 8 min;
+    # p90 linear: h = 0.9 x 2 = 1.8 -> (8 d - 8 min) + 0.8 x 2 d = 9.6 d - 8 min; max exact 10 d
+    eight_min = 8 / 1440
     assert rows == [
         {
             "pipeline": "enterprise",
             "stage": "proposal",
             "open": 3,
-            "median_days": 8.0,
-            "p90_days": 9.6,
+            "median_days": pytest.approx(8.0 - eight_min, abs=1e-12),
+            "p90_days": pytest.approx(9.6 - eight_min, abs=1e-12),
             "max_days": 10.0,
         }
     ]
+
+
+def test_aging_is_clamped_at_zero_when_now_is_behind_the_entries() -> None:
+    # watermark = newest event - lateness can be behind a deal's entry: entered 03-10 noon,
+    # now 03-10 11:00 -> age max(0, -1 h) = 0, never negative
+    d = fold([ev("w", "1", t(10), "proposal")], CONFIG)
+    row = aging(views_of(d).partial(), t(10) - 3_600_000)[0]
+    assert (row["open"], row["median_days"], row["p90_days"], row["max_days"]) == (1, 0.0, 0.0, 0.0)
+    # two deals 03-09 and 03-10 noon, now 03-09 18:00: ages 0.25 d (approximately) and 0
+    two = [d, fold([ev("v", "1", t(9), "proposal")], CONFIG)]
+    row = aging(views_of(*two).partial(), t(9) + 6 * 3_600_000)[0]
+    assert row["max_days"] == 0.25 and row["median_days"] >= 0.0 and row["p90_days"] >= 0.0
+
+
+def test_aging_summary_is_bounded_and_close_to_the_exact_quantiles() -> None:
+    # 20,000 open deals entered over two years (seeded): the summary keeps at most 1024
+    # cells; counts, first and max are exact; median and p90 are within half a cell of
+    # numpy's exact figures
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    start = t(1, 1)
+    entered = sorted(int(x) for x in start + rng.integers(0, 730 * DAY, 20_000))
+    pairs = [(e, 1) for e in entered]
+    summary = aging_summary(pairs)
+    assert len(summary["cells"]) <= AGING_CELLS
+    assert summary["open"] == 20_000 and summary["first"] == entered[0] and summary["last"] == entered[-1]
+    width = AGING_BASE_MS << summary["level"]
+    # 730 days = 1,051,200 minutes: 1024-minute cells would need about 1,027 cells, more
+    # than 1024, so the cells are 2048 minutes wide (about 1.4 days; error <= 0.7 days)
+    assert width == 2048 * 60_000
+    assert len(json.dumps(summary)) < 30_000
+    now = start + 800 * DAY
+    partial = {**empty_partial(), "aging": {"enterprise": {"proposal": summary}}}
+    row = aging(partial, now)[0]
+    ages = (now - np.asarray(entered)) / DAY
+    half_cell_days = width / 2 / DAY
+    assert abs(row["median_days"] - float(np.median(ages))) <= half_cell_days
+    assert abs(row["p90_days"] - float(np.percentile(ages, 90))) <= half_cell_days
+    assert row["max_days"] == float(ages.max())
+    assert row["open"] == 20_000
+
+
+@given(
+    entries=st.lists(
+        st.tuples(st.integers(0, 4_000_000_000_000), st.integers(1, 3)), min_size=1, max_size=60
+    ),
+    cuts=st.lists(st.integers(0, 59), max_size=4),
+)
+def test_merging_aging_summaries_of_a_split_equals_the_summary_of_all(entries, cuts) -> None:
+    # any split of the deals into partitions merges to exactly the summary of all of them
+    bounds = sorted({0, len(entries), *(c for c in cuts if c < len(entries))})
+    parts = [entries[a:b] for a, b in pairwise(bounds) if entries[a:b]]
+    merged = merge_aging_summaries([aging_summary(p) for p in parts])
+    assert merged == aging_summary(entries)
 
 
 def test_days_follow_the_time_zone() -> None:
@@ -407,10 +482,49 @@ def test_merge_of_split_equals_single_partial() -> None:
         merge_partials([{"version": 0}])
 
 
-def test_merge_concatenates_aging() -> None:
+def test_merge_combines_aging_summaries() -> None:
     a = views_of(fold([ev("g1", "1", t(3), "proposal")], CONFIG)).partial()
     b = views_of(fold([ev("g2", "1", t(1), "proposal")], CONFIG)).partial()
-    assert merge_partials([a, b])["aging"] == {"enterprise": {"proposal": [t(1), t(3)]}}
+    want = aging_summary([(t(1), 1), (t(3), 1)])
+    assert merge_partials([a, b])["aging"] == {"enterprise": {"proposal": want}}
+    assert want["open"] == 2 and want["first"] == t(1) and want["last"] == t(3)
+
+
+# -- money: exact cents whatever the size ----------------------------------------------
+
+
+MAX_AMOUNT = "9999999999999999.99"  # the largest amount validation accepts: decimal(18,2)
+
+
+def test_two_maximum_amounts_sum_exactly_in_cents_and_decimal_strings() -> None:
+    # USD max = 999,999,999,999,999,999 cents; JPY max x 0.0067 = 66,999,999,999,999.999933
+    # USD = 6,699,999,999,999,999.9933 cents -> 6,700,000,000,000,000 cents (half even);
+    # total 1,006,699,999,999,999,999 cents = 10,066,999,999,999,999.99 USD: 17 integer
+    # digits, one more than decimal(18,2) holds, and more than a float keeps exactly
+    usd = fold([ev("M1", "1", t(1), "proposal", amount=MAX_AMOUNT, currency="USD")], CONFIG)
+    jpy = fold([ev("M2", "1", t(1), "proposal", amount=MAX_AMOUNT, currency="JPY")], CONFIG)
+    rows = pipeline_rows(views_of(usd, jpy).partial())
+    row = next(r for r in rows["by_stage"] if r["stage"] == "proposal")
+    assert row["value_cents"] == 1_006_699_999_999_999_999
+    assert row["value"] == "10066999999999999.99"
+    # weighted at 0.5 (proposal): 999,999,999,999,999,999 / 2 = ...999.5 -> ...000 (even);
+    # 6,700,000,000,000,000 / 2 = 3,350,000,000,000,000 -> 503,350,000,000,000,000 cents
+    assert row["weighted_cents"] == 500_000_000_000_000_000 + 3_350_000_000_000_000
+    assert row["weighted_value"] == "5033500000000000.00"
+    assert json.loads(json.dumps(row)) == row  # strings and ints survive JSON untouched
+
+
+def test_weighted_cents_is_exact_with_the_decimal_probability() -> None:
+    # 0.35 as a float is 0.34999999999999997...; as written it is 35/100
+    assert weighted_cents(100_001, 0.35) == 35_000  # 35000.35 -> 35000
+    assert weighted_cents(10, 0.35) == 4  # 3.5 -> 4 (half to even)
+    assert weighted_cents(30, 0.35) == 10  # 10.5 -> 10 (half to even)
+    assert weighted_cents(999_999_999_999_999_999, 0.9) == 899_999_999_999_999_999  # ...999.1
+    assert weighted_cents(12_345, 0.0) == 0 and weighted_cents(12_345, 1.0) == 12_345
+
+
+def test_money_strings() -> None:
+    assert [money(c) for c in (0, 5, -5, 1234567, -100)] == ["0.00", "0.05", "-0.05", "12345.67", "-1.00"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,125 @@
+"""Partials exchange: each partition's partial on the compacted internal partials topic.
+
+A worker publishes the partial of every partition it owns under a *base key*
+(``deals:<p>``, ``pulse:<p>``); every worker reads them all and merges the latest one per
+base key (README "Wire format and topics").  A partial's size grows with the number of
+distinct dimension values (owners, teams, regions, stages, days, stalled deals), so a
+publication is split into chunks of at most :data:`CHUNK_BYTES` bytes and no record ever
+reaches the broker's message size limit (1 MB by default), whatever the input:
+
+* chunk 0 goes under the base key itself (so it replaces a partial of an older format),
+  chunk ``i`` under ``<base>#<i>``; all chunks of a base key go to one partition of the
+  partials topic (:func:`partition_for`), so they are read in the order written;
+* a chunk's value is a one-line JSON header, ``\\n``, then the chunk's slice of the
+  partial's UTF-8 JSON: ``{"writer": "3f2a9c", "seq": 17, "part": 0, "parts": 3}``.
+  ``seq`` numbers the publications of a base key (one more than the highest seen);
+  ``(writer, seq)`` identifies one publication;
+* a reader assembles a publication once all its parts arrived and then replaces the base
+  key's partial: the latest *complete* publication in log order wins.  Chunks of a
+  publication that never completes (its writer died half-way, or compaction already
+  replaced one of its chunks) are never used;
+* a publication with fewer chunks than the previous one tombstones the extra chunk keys,
+  so compaction removes them.
+
+Values without a header (the unchunked JSON of earlier versions) are ignored: their
+partitions are republished in the current format when their owner starts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 256 * 1024  # a quarter of Kafka's default max.message.bytes: room for key + header
+_SEP = "#"
+_MAX_PENDING = 4  # incomplete publications kept per base key (writers overlap in a rebalance)
+
+
+def chunk_key(base: str, part: int) -> str:
+    return base if part == 0 else f"{base}{_SEP}{part}"
+
+
+def split_key(key: str) -> tuple[str, int]:
+    """``deals:3#2`` -> (``deals:3``, 2); ``deals:3`` -> (``deals:3``, 0)."""
+    base, sep, part = key.rpartition(_SEP)
+    if sep and part.isdigit():
+        return base, int(part)
+    return key, 0
+
+
+def partition_for(base: str, partitions: int) -> int:
+    """The partials-topic partition of every chunk of ``base`` (stable across processes)."""
+    return zlib.crc32(base.encode()) % partitions
+
+
+@dataclass
+class PartialExchange:
+    """Chunks this worker's partials for publishing and reassembles what it reads.
+
+    One object per worker: the publisher side numbers publications after the highest
+    ``seq`` it has seen for a base key (its own or another worker's), and tombstones chunk
+    keys that an earlier publication of the base key used.
+    """
+
+    chunk_bytes: int = CHUNK_BYTES
+    writer: str = field(default_factory=lambda: uuid4().hex[:12])
+    _seq: dict[str, int] = field(default_factory=dict)
+    _parts: dict[str, int] = field(default_factory=dict)
+    _pending: dict[str, dict[tuple[str, int], dict[int, bytes]]] = field(default_factory=dict)
+
+    def encode(self, base: str, partial: Any) -> list[tuple[str, bytes | None]]:
+        """The records (key, value) of one publication of ``partial`` under ``base``:
+        its chunks, then tombstones for chunk keys an earlier publication left behind."""
+        body = json.dumps(partial, separators=(",", ":")).encode()
+        size = self.chunk_bytes
+        parts = max(1, -(-len(body) // size))
+        seq = self._seq.get(base, 0) + 1
+        self._seq[base] = seq
+        out: list[tuple[str, bytes | None]] = []
+        for i in range(parts):
+            header = json.dumps({"writer": self.writer, "seq": seq, "part": i, "parts": parts})
+            out.append((chunk_key(base, i), header.encode() + b"\n" + body[i * size : (i + 1) * size]))
+        out += [(chunk_key(base, i), None) for i in range(parts, self._parts.get(base, 0))]
+        self._parts[base] = parts
+        return out
+
+    def receive(self, key: str, value: bytes | None) -> tuple[str, Any] | None:
+        """Fold one record of the partials topic in; ``(base, partial)`` when it completes
+        a publication, else None."""
+        base, part = split_key(key)
+        pending = self._pending.setdefault(base, {})
+        if value is None:  # a tombstoned chunk key: no publication can use what it held
+            for chunks in pending.values():
+                chunks.pop(part, None)
+            return None
+        head, sep, body = value.partition(b"\n")
+        try:
+            header = json.loads(head) if sep else None
+            writer, seq, parts = header["writer"], int(header["seq"]), int(header["parts"])
+            if int(header["part"]) != part or not 0 <= part < parts:
+                raise ValueError(f"part {header['part']} under key {key!r}")
+        except (ValueError, TypeError, KeyError) as exc:
+            log.debug("partial_ignored key=%s reason=%s", key, exc or "no header")
+            return None
+        self._seq[base] = max(self._seq.get(base, 0), seq)
+        self._parts[base] = max(self._parts.get(base, 0), parts)
+        publication = (str(writer), seq)
+        chunks = pending.pop(publication, {})  # re-inserted last: the dict stays in arrival order
+        chunks[part] = body
+        if len(chunks) < parts:
+            pending[publication] = chunks
+            while len(pending) > _MAX_PENDING:
+                del pending[next(iter(pending))]
+            return None
+        try:
+            partial = json.loads(b"".join(chunks[i] for i in range(parts)))
+        except ValueError as exc:
+            log.warning("partial_unreadable base=%s writer=%s seq=%s error=%s", base, writer, seq, exc)
+            return None
+        return base, partial
