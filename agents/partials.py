@@ -100,12 +100,14 @@ class PartialExchange:
             return None
         head, sep, body = value.partition(b"\n")
         try:
-            header = json.loads(head) if sep else None
+            if not sep:
+                raise ValueError("no header")
+            header = json.loads(head)
             writer, seq, parts = header["writer"], int(header["seq"]), int(header["parts"])
             if int(header["part"]) != part or not 0 <= part < parts:
                 raise ValueError(f"part {header['part']} under key {key!r}")
         except (ValueError, TypeError, KeyError) as exc:
-            log.debug("partial_ignored key=%s reason=%s", key, exc or "no header")
+            log.debug("partial_ignored key=%s reason=%r", key, exc)
             return None
         self._seq[base] = max(self._seq.get(base, 0), seq)
         self._parts[base] = max(self._parts.get(base, 0), parts)
