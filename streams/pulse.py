@@ -30,31 +30,56 @@ survey, a survey question):
 1. A group with fewer than ``k`` responses behind the table's figures is *suppressed*:
    its row shows counts only (responses, and invited in the survey view), never a score,
    a share, a mean or a margin.
-2. Differencing guard.  For every visible parent and each of its child sets -- ``org`` ->
-   departments, ``org`` -> teams, department -> its teams -- the *residual* is the parent's
-   responses minus those of its visible children (for a department, the responses each
-   visible team has *in that department*).  While ``0 < residual < k`` the visible child
-   with the fewest responses (ties: group name order) is suppressed too, because parent
-   minus visible children would otherwise reveal a group smaller than ``k``.  A parent
-   below ``k`` is suppressed by rule 1 and guards nothing.  Suppressing a child can open a
-   residual elsewhere, so the relations are re-checked until nothing changes.
+2. Differencing guard.  The relations are ``org`` -> departments, ``org`` -> teams and
+   each department -> its teams; a child counts with its responses *inside* the parent
+   (a team's share of a department), and ``org`` -> departments has a *remainder*, the
+   responses without a department.  Within one relation an observer can subtract (a
+   visible parent minus its visible children leaves the *residual*: the hidden
+   children's parts plus the remainder) or add (the visible children lying wholly inside
+   a hidden parent).  Protected, in every output table: no such single subtraction or
+   addition yields the figures of fewer than ``k`` people or of a hidden group, i.e.
+
+   a. the residual of a visible parent is empty, or holds at least ``k`` responses and is
+      not exactly the responses of one hidden group (a lone hidden child, a hidden team
+      that is all the remainder, ...);
+   b. the visible children lying wholly inside a hidden parent never make up all of it.
+
+   The hidden set is the *smallest* one that satisfies a and b and contains the groups of
+   rule 1, the forced groups (a survey's hidden groups in each of its questions) and any
+   group with exactly the responses of a forced group (it would show its figures).  Only
+   departments and teams are added (``org`` stays visible unless rule 1 or forcing hides
+   it; a group holding all of the org's responses is never added, the org shows it).
+   Ties: fewest responses in the added groups, then the first set met by a depth-first
+   search that closes the open relation with the fewest candidate groups first (then
+   ``org`` -> departments, ``org`` -> teams, departments by name) and tries candidates
+   by fewest responses, then reporting order (departments before teams, by name).  The
+   result is a function of the counts: it does not depend on the order in which parents
+   are checked or cells are listed.  (The rule of earlier versions checked parents in a
+   fixed order and hid the smallest visible child of each until its residual reached
+   ``k``: it could hide a group that resolving a lower level first made unnecessary, and
+   it let a hidden group be read off a parent minus its visible children.)  The search
+   is a branch and bound; past :data:`SEARCH_BUDGET` examined sets (not reached in
+   measurements with a few hundred teams) it answers the best set found so far, which still
+   satisfies a and b but may not be the smallest.
 
 Known limits.  Differencing *across* tables is not guarded: the 30-day and the 90-day
 window of a group, two survey waves, or a window moved by a day, can be subtracted from
-one another.  Rolling windows count responses, not people: someone who answered two waves
-within the window counts twice.  The latest-answer rule holds within one partition's
-table: two responses of one respondent that arrive on different partitions (a team
-change between answers, with the topic keyed by team) are both counted.
+one another; nor are combinations of several relations of one table beyond a and b (the
+general cell-suppression problem).  Rolling windows count responses, not people: someone
+who answered two waves within the window counts twice.  The latest-answer rule holds
+within one partition's table: two responses of one respondent that arrive on different
+partitions (a team change between answers, with the topic keyed by team) are both counted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -434,6 +459,172 @@ def _sum_by_group(cells: Mapping[Cell, Sequence[int]], dims: Sequence[str]) -> d
     return out
 
 
+# Hidden sets the exact search may examine per output table before it settles for the best
+# one found so far (module docstring, rule 2).  Realistic organisations need far fewer.
+SEARCH_BUDGET = 5_000
+
+
+@dataclass(frozen=True)
+class _Relation:
+    """A parent and one of its child sets, children in reporting order."""
+
+    parent: str
+    children: tuple[str, ...]
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class _Guard:
+    """The differencing guard of one output table (module docstring, rule 2).
+
+    Groups are bit sets of the table's cells, so "the residual is exactly the responses of
+    group g" is one integer comparison.
+    """
+
+    def __init__(self, cell_counts: Mapping[Cell, int], dims: Sequence[str], k: int) -> None:
+        self.k = k
+        cells = sorted((c for c, n in cell_counts.items() if n > 0), key=_order)
+        self.mask: dict[str, int] = {}
+        self.n: dict[str, int] = {}
+        for i, cell in enumerate(cells):
+            for group in _groups(cell, dims):
+                self.mask[group] = self.mask.get(group, 0) | 1 << i
+                self.n[group] = self.n.get(group, 0) + cell_counts[cell]
+        ordered = sorted(self.mask, key=_group_order)
+        self.same_cells: dict[int, list[str]] = defaultdict(list)
+        for group in ordered:
+            self.same_cells[self.mask[group]].append(group)
+        departments = [g for g in ordered if g.startswith("department:")]
+        teams = [g for g in ordered if g.startswith("team:")]
+        self.relations: list[_Relation] = []
+        if "org" in self.mask:
+            self.relations += [_Relation("org", tuple(ch)) for ch in (departments, teams) if ch]
+        for department in departments:
+            inside = tuple(t for t in teams if self.mask[t] & self.mask[department])
+            if inside:
+                self.relations.append(_Relation(department, inside))
+        # per relation: the responses each child has inside the parent
+        self.part = [
+            {
+                c: sum(cell_counts[cells[i]] for i in _bits(self.mask[c] & self.mask[r.parent]))
+                for c in r.children
+            }
+            for r in self.relations
+        ]
+        self.hideable: frozenset[str] = frozenset()
+        self._budget = 0
+        self._best: tuple[tuple[int, int], frozenset[str]] | None = None
+
+    def open_relations(self, hidden: Set[str]) -> list[tuple[int, tuple[str, ...]]]:
+        """The relations ``hidden`` leaves open, each with the hideable groups one of which
+        any closing superset of ``hidden`` must add: (relation index, those groups)."""
+        self._budget -= 1
+        if self._budget < 0:
+            raise _OverBudget
+        out = []
+        for i, rel in enumerate(self.relations):
+            whole = self.mask[rel.parent]
+            visible = [c for c in rel.children if c not in hidden]
+            covered = 0
+            if rel.parent not in hidden:
+                # parent minus visible children: empty, or >= k responses and no hidden group
+                for c in visible:
+                    covered |= self.mask[c]
+                residual = whole & ~covered
+                if not residual:
+                    continue
+                count = self.n[rel.parent] - sum(self.part[i][c] for c in visible)
+                if count >= self.k and not any(g in hidden for g in self.same_cells[residual]):
+                    continue
+                fixers = [rel.parent, *visible]  # hiding more children grows the residual
+            else:
+                # a hidden parent must not be the sum of the visible children inside it
+                inside = [c for c in visible if not self.mask[c] & ~whole]
+                for c in inside:
+                    covered |= self.mask[c]
+                if covered != whole:
+                    continue
+                fixers = inside
+            out.append((i, tuple(g for g in fixers if g in self.hideable)))
+        return out
+
+    def smallest(self, base: frozenset[str], hideable: frozenset[str]) -> frozenset[str]:
+        """The closing superset of ``base`` within ``base | hideable`` that adds the fewest
+        groups, then the fewest responses; of equals, the first the search meets.  Past
+        :data:`SEARCH_BUDGET` nodes, the best found so far, or the greedy one."""
+        self.hideable = hideable
+        self._best = None
+        self._budget = SEARCH_BUDGET
+        with contextlib.suppress(_OverBudget):
+            self._branch(base, base, set())
+        return self._greedy(base) if self._best is None else self._best[1]
+
+    def _branch(self, base: frozenset[str], hidden: frozenset[str], seen: set[frozenset[str]]) -> None:
+        """Depth-first branch and bound.  Every closing superset of ``hidden`` adds one of
+        the fixers of each relation ``hidden`` leaves open, so branching on the fixers of
+        one open relation reaches every closing set; a subtree that cannot do strictly
+        better than the best set found is cut."""
+        open_ = self.open_relations(hidden)
+        added = hidden - base
+        size, total = len(added), sum(self.n[g] for g in added)
+        if not open_:
+            if self._best is None or (size, total) < self._best[0]:
+                self._best = ((size, total), hidden)
+            return
+        more_groups, more_responses = self._lower_bound(open_)
+        if self._best is not None and (size + more_groups, total + more_responses) >= self._best[0]:
+            return
+        _, fixers = min(open_, key=lambda o: (len(o[1]), o[0]))
+        for group in sorted(fixers, key=lambda g: (self.n[g], _group_order(g))):
+            more = hidden | {group}
+            if more in seen:
+                continue
+            seen.add(more)
+            # Hiding `group` leaves open every open relation it is no fixer of (it is
+            # neither their parent nor a child): a bound without evaluating `more`.
+            more_groups, more_responses = self._lower_bound([o for o in open_ if group not in o[1]])
+            bound = (size + 1 + more_groups, total + self.n[group] + more_responses)
+            if self._best is None or bound < self._best[0]:
+                self._branch(base, more, seen)
+
+    def _lower_bound(self, open_: Sequence[tuple[int, tuple[str, ...]]]) -> tuple[int, int]:
+        """(groups, responses) still to add, at least: open relations whose fixers are
+        pairwise disjoint need one fixer each; one without fixers cannot be closed."""
+        used: set[str] = set()
+        groups = responses = 0
+        for _, fixers in sorted(open_, key=lambda o: (len(o[1]), o[0])):
+            if not fixers:
+                return 1 << 30, 0
+            if used.isdisjoint(fixers):
+                used.update(fixers)
+                groups += 1
+                responses += min(self.n[g] for g in fixers)
+        return groups, responses
+
+    def _greedy(self, base: frozenset[str]) -> frozenset[str]:
+        """Close the first open relation with its fixer of fewest responses (then reporting
+        order) until none is open, then drop every addition not needed."""
+        self._budget = 1 << 62
+        hidden = set(base)
+        while open_ := self.open_relations(hidden):
+            hidden.add(min(open_[0][1], key=lambda g: (self.n[g], _group_order(g))))
+        for group in sorted(hidden - base, key=_group_order, reverse=True):
+            if not self.open_relations(hidden - {group}):
+                hidden.remove(group)
+        return frozenset(hidden)
+
+
+def _bits(mask: int) -> Iterator[int]:
+    i = 0
+    while mask:
+        if mask & 1:
+            yield i
+        mask >>= 1
+        i += 1
+
+
 def suppressed_groups(
     cell_counts: Mapping[Cell, int],
     dimensions: Sequence[str],
@@ -444,39 +635,18 @@ def suppressed_groups(
 
     ``cell_counts`` are the responses behind the table's figures per ``(team, department)``;
     ``forced`` are groups hidden already (a survey's hidden groups for each of its
-    questions).  Deterministic: relations are checked org -> departments, org -> teams,
-    then departments by name, until nothing changes.
+    questions).  The answer is a function of the counts only, not of any iteration order.
     """
     if k < 1:
         raise ValueError(f"anonymity threshold must be >= 1, got {k}")
-    dims = _check_dimensions(dimensions)
-    group_n = {g: v[0] for g, v in _sum_by_group({c: (n,) for c, n in cell_counts.items()}, dims).items()}
-    relations: list[tuple[str, dict[str, int]]] = []
-    if "org" in dims:
-        for kind in ("department", "team"):
-            if kind in dims:
-                relations.append(("org", {g: n for g, n in group_n.items() if g.startswith(kind + ":")}))
-    if "department" in dims and "team" in dims:
-        teams_in: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for (team, department), n in cell_counts.items():
-            if department is not None:
-                teams_in[f"department:{department}"][f"team:{team}"] += n
-        relations.extend((d, dict(teams_in[d])) for d in sorted(teams_in))
-
-    hidden = {g for g, n in group_n.items() if n < k} | set(forced)
-    changed = True
-    while changed:
-        changed = False
-        for parent, children in relations:
-            if parent in hidden:
-                continue
-            residual = group_n.get(parent, 0) - sum(n for c, n in children.items() if c not in hidden)
-            while 0 < residual < k:
-                child = min((c for c in children if c not in hidden), key=lambda c: (children[c], c))
-                hidden.add(child)
-                residual += children[child]
-                changed = True
-    return hidden
+    guard = _Guard(cell_counts, _check_dimensions(dimensions), k)
+    forced = set(forced)
+    base = {g for g, n in guard.n.items() if n < k} | (forced & guard.n.keys())
+    # a group holding exactly the responses of a forced group shows its figures
+    base.update(g for f in forced & guard.n.keys() for g in guard.same_cells[guard.mask[f]])
+    org = guard.mask.get("org")
+    hideable = frozenset(g for g in guard.n if g not in base and g != "org" and guard.mask[g] != org)
+    return set(guard.smallest(frozenset(base), hideable)) | forced
 
 
 # -------------------------------------------------------------------------------- queries

@@ -198,6 +198,52 @@ def test_residual_of_zero_or_at_least_k_hides_nothing_more() -> None:
     assert visible(rows) == ["org", "department:eng", "department:ops", "team:a", "team:b", "team:c"]
 
 
+def test_fewest_groups_where_the_fixed_check_order_over_hid() -> None:
+    # department a = t1 (2), t2 (6), t3 (8) = 16; department b = t4 (5), t5 (9) = 14; org 30.
+    # t1 < 5 is hidden. Open: org -> teams (30 - 28 = 2) and a -> teams (16 - 14 = 2).
+    # Hiding t2 closes both: org - visible teams = t1 + t2 = 8 >= 5, a - t3 = 8 >= 5, and 8 is
+    # no single group. One group added is the fewest; t2 (6) < t3 (8) responses.
+    # The old rule checked org -> teams first and hid its smallest visible team, t4 (5),
+    # then a -> teams still left 2 and it hid t2 as well: t4, at the threshold, for nothing.
+    events = scores("t1", [9] * 2, department="a") + scores("t2", [9] * 6, department="a")
+    events += scores("t3", [9] * 8, department="a") + scores("t4", [0] * 5, department="b")
+    events += scores("t5", [0] * 9, department="b")
+    rows = enps_view(views_of(events).partial(), 30, NOW, K)
+    assert visible(rows) == ["org", "department:a", "department:b", "team:t3", "team:t4", "team:t5"]
+
+
+def test_a_hidden_group_is_never_a_parent_minus_its_visible_children() -> None:
+    # s (2, no department), department d = g (6) + v (10), department e = w (10); org 28.
+    # The old rule hid s, e (org -> departments: 28 - 26 = 2) and g (org -> teams: 2), and
+    # left d - v = g readable, so org - d - w = 28 - 16 - 10 = 2 gave s's scores.
+    # Now a residual must not be exactly one hidden group: {e, g} fails (d - v = g); the
+    # closing pairs are {e, w} (20 responses), {d, g} (22), {d, v} (26): e and w go.
+    # Then org - (g + v) = s + w (12), org - d = s + e (12), d - (g + v) = nothing.
+    events = scores("s", [9] * 2, department=None) + scores("g", [0] * 6, department="d")
+    events += scores("v", [9] * 10, department="d") + scores("w", [8] * 10, department="e")
+    rows = enps_view(views_of(events).partial(), 30, NOW, K)
+    assert visible(rows) == ["org", "department:d", "team:g", "team:v"]
+
+
+def test_a_hidden_department_is_never_the_sum_of_its_visible_teams() -> None:
+    # x (forced hidden, e.g. by its survey) = a (6) + b (7): a + b would give x's figures,
+    # so the team with fewer responses, a, is hidden with it. (The old rule skipped hidden
+    # parents.)
+    counts = {("a", "x"): 6, ("b", "x"): 7, ("c", "y"): 10}
+    assert suppressed_groups(counts, ("team", "department"), K, forced={"department:x"}) == {
+        "department:x",
+        "team:a",
+    }
+
+
+def test_a_group_with_all_the_org_responses_hides_the_org_when_forced() -> None:
+    # Only team a (8) answered this question and a is hidden for the survey: the org's
+    # figures would be a's, so the org is hidden too. Unforced, nothing is hidden.
+    counts: dict[tuple[str, str | None], int] = {("a", None): 8}
+    assert suppressed_groups(counts, ("team", "org"), K, forced={"team:a"}) == {"org", "team:a"}
+    assert suppressed_groups(counts, ("team", "org"), K) == set()
+
+
 def test_a_department_below_k_is_suppressed_with_its_teams() -> None:
     # eng (4) = a (2) + b (2); org (4): everything below 5, counts only
     rows = enps_view(views_of(scores("a", [9, 9]) + scores("b", [0, 0])).partial(), 30, NOW, K)
