@@ -11,6 +11,7 @@ are rebuilt from the recovered tables, never from counters.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -24,7 +25,9 @@ from zoneinfo import ZoneInfo
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
+from agents import broker_health
 from agents.changelog import DurableTable, TableWriter
 from agents.outputs import Publisher
 from agents.partials import PartialExchange, partition_for
@@ -620,6 +623,9 @@ class SalesopsWorker:
             bootstrap_servers=self.settings.bootstrap_list,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # a failed fetch (broker gone) is retried after this, not aiokafka's 100 ms:
+            # partials are published every flush interval, so 0.5 s costs nothing
+            retry_backoff_ms=500,
         )
         await consumer.start()
         try:
@@ -632,8 +638,21 @@ class SalesopsWorker:
             )
             await consumer.seek_to_beginning()
             log.info("partials_reader_started topic=%s partitions=%s", topic, len(parts))
+            failures = 0
             while True:
-                batch = await consumer.getmany(timeout_ms=500)
+                try:
+                    batch = await consumer.getmany(timeout_ms=500)
+                except KafkaError as exc:
+                    if not exc.retriable:
+                        raise
+                    # a retriable fetch error (e.g. the broker went away): back off with
+                    # jitter instead of ending the task, which would stop the worker
+                    failures += 1
+                    if failures == 1:
+                        log.warning("partials_reader_retrying error=%s", exc)
+                    await asyncio.sleep(broker_health.RETRY_BACKOFF.delay(failures))
+                    continue
+                failures = 0
                 if not batch and not self.reader_caught_up:
                     self.reader_caught_up = True
                     log.info("partials_reader_caught_up partials=%s", len(self.book.latest))
@@ -768,6 +787,8 @@ def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] 
         return 2
     worker = SalesopsWorker(settings)
     worker.metrics.prime([settings.deal_events_topic, settings.responses_topic, settings.invitations_topic])
+    # metadata backoff, the Kafka client log filter, salesops_broker_up and its probe
+    broker_health.install(worker.app, worker.metrics, settings.bootstrap_list)
     if on_started:
         on_started(worker)
     faust_worker = faust.Worker(worker.app, loglevel=settings.log_level, redirect_stdouts=False)

@@ -76,6 +76,18 @@ class SalesopsMetrics:
         self.sink_flushes = Counter(
             "salesops_sink_flushes_total", "Successful sink flushes, by sink", ["sink"], registry=r
         )
+        # Kafka connection (a probe's metadata request on a fresh connection, once a second)
+        self.broker_up = Gauge(
+            "salesops_broker_up", "1 when the Kafka bootstrap servers answer a metadata request", registry=r
+        )
+        self.broker_disconnects = Counter(
+            "salesops_broker_disconnects_total", "Times the Kafka broker became unreachable", registry=r
+        )
+        self.client_log_suppressed = Counter(
+            "salesops_client_log_suppressed_total",
+            "Kafka client log lines held back (repeats, or written during a broker outage)",
+            registry=r,
+        )
         # Deal pipeline (additive over this worker's partitions)
         self.pipeline_value = Gauge(
             "salesops_pipeline_value",

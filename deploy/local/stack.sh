@@ -4,6 +4,12 @@
 # Everything it creates lives in <repo>/.local/ (git-ignored).
 #
 #   deploy/local/stack.sh up|down|status|logs [-f]
+#   deploy/local/stack.sh kafka-up|kafka-down|kafka-status   (the broker alone)
+#
+# A second, private broker (e.g. a test that stops and restarts its broker) runs from its own
+# state directory and ports with the same jars:
+#   SALESOPS_LOCAL_DIR=/tmp/b2 SALESOPS_LOCAL_KAFKA_PORT=19092 \
+#     SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT=19093 deploy/local/stack.sh kafka-up
 #
 # Settings (environment):
 #   SALESOPS_LOCAL_KAFKA_PORT             PLAINTEXT listener            (9092)
@@ -13,6 +19,8 @@
 #   SALESOPS_LOCAL_KAFKA_START_TIMEOUT    seconds to wait for the broker (90)
 #   SALESOPS_LOCAL_KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM  (30)
 #   SALESOPS_REQUIRE_REDIS=1              fail (or, as root, apt-get install) when redis-server is missing
+#   SALESOPS_LOCAL_DIR                    state directory (data, logs, pid files)  (<repo>/.local)
+#   SALESOPS_LOCAL_KAFKA_LIBS             the Kafka jars, fetched once  (<repo>/.local/kafka/libs)
 #
 # Exit codes: 0 ok; 1 failure; 2 usage; 3 `status` with a service not running.
 set -euo pipefail
@@ -21,7 +29,7 @@ KAFKA_VERSION=3.9.1
 KAFKA_JAR="kafka_2.13-${KAFKA_VERSION}.jar"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-LOCAL="$ROOT/.local"
+LOCAL="${SALESOPS_LOCAL_DIR:-$ROOT/.local}"
 VENV_PY="$ROOT/.venv/bin/python"
 
 KAFKA_PORT="${SALESOPS_LOCAL_KAFKA_PORT:-9092}"
@@ -33,7 +41,8 @@ STOP_TIMEOUT="${SALESOPS_LOCAL_KAFKA_STOP_TIMEOUT:-30}"
 REQUIRE_REDIS="${SALESOPS_REQUIRE_REDIS:-0}"
 
 KAFKA_DIR="$LOCAL/kafka"
-KAFKA_LIBS="$KAFKA_DIR/libs"
+# the jars are shared by every state directory: a private broker needs no second download
+KAFKA_LIBS="${SALESOPS_LOCAL_KAFKA_LIBS:-$ROOT/.local/kafka/libs}"
 KAFKA_DATA="$KAFKA_DIR/data"
 KAFKA_LOGS="$KAFKA_DIR/logs"
 KAFKA_CONF="$KAFKA_DIR/server.properties"
@@ -466,6 +475,16 @@ cmd_status() {
   return "$rc"
 }
 
+cmd_kafka_status() {
+  local pid
+  if pid="$(kafka_pid)"; then
+    say "kafka: running (pid $pid, $BOOTSTRAP)"
+    return 0
+  fi
+  say "kafka: stopped ($BOOTSTRAP)"
+  return 3
+}
+
 cmd_logs() {
   local -a files=()
   local f
@@ -479,11 +498,13 @@ cmd_logs() {
 
 usage() {
   cat >&2 <<EOF
-usage: $0 up|down|status|logs [-f]
+usage: $0 up|down|status|logs [-f]|kafka-up|kafka-down|kafka-status
   up      start Kafka $KAFKA_VERSION (KRaft) on $BOOTSTRAP and Redis on $REDIS_URL
   down    stop both
   status  show both; exit 0 when both run, 3 otherwise
   logs    last lines of both logs (-f follows them)
+  kafka-up, kafka-down, kafka-status   the same for the broker alone
+state: $LOCAL (SALESOPS_LOCAL_DIR), jars: $KAFKA_LIBS
 EOF
   exit 2
 }
@@ -503,6 +524,15 @@ main() {
     fi
     "cmd_$cmd"
     ;;
+  kafka-up | kafka-down)
+    mkdir -p "$LOCAL"
+    if command -v flock >/dev/null; then
+      exec 9>"$LOCAL/stack.lock"
+      flock -w 150 9 || die "another '$0' is still running (lock $LOCAL/stack.lock)"
+    fi
+    if [[ "$cmd" == kafka-up ]]; then kafka_up; else kafka_down; fi
+    ;;
+  kafka-status) cmd_kafka_status ;;
   status) cmd_status ;;
   logs) cmd_logs "$@" ;;
   -h | --help | help) usage ;;
