@@ -37,10 +37,11 @@ from agents.web import define_routes
 from schemas.codec import Codec, DecodeError
 from sinks.metrics import SalesopsMetrics, set_gauge_family
 from sinks.webhook import WebhookSink
-from streams import deals as deal_core
 from streams import pulse, stalled
-from streams.clock import Watermark
-from streams.pipeline_views import PipelineViews, merge_partials
+from streams.clock import Clock, WallClock
+from streams.deal_step import DealPartition, StoredDeal, apply_batch
+from streams.events import DealEvent
+from streams.pipeline_views import merge_partials
 from streams.pipelines import DEFAULT_PIPELINES_FILE, DEFAULT_RATES_FILE, load_pipelines, load_rates
 from streams.validation import (
     Limits,
@@ -61,24 +62,6 @@ BATCH_MAX_EVENTS = 2000
 BATCH_WITHIN_S = 0.05
 # the writer of the batch the current agent task is handling (agents run as tasks)
 _BATCH_WRITER: contextvars.ContextVar[TableWriter | None] = contextvars.ContextVar("batch", default=None)
-
-
-@dataclass
-class PartitionState:
-    """What a worker keeps for one deal-topic partition it actively owns."""
-
-    views: PipelineViews
-    index: stalled.StallIndex
-    watermark: Watermark
-    firing: dict[str, dict[str, Any]] = field(default_factory=dict)
-    dirty: bool = True
-
-    def note_alert(self, deal_id: str, alert: dict[str, Any] | None) -> None:
-        """Keep the FIRING alerts of this partition for /api/alerts and the gauges."""
-        if alert is not None and alert["status"] == "FIRING":
-            self.firing[deal_id] = {"deal_id": deal_id, **alert}
-        else:
-            self.firing.pop(deal_id, None)
 
 
 @dataclass
@@ -118,7 +101,9 @@ class SalesopsWorker:
         self.invitation_codec = Codec.for_record("SurveyInvitation")
         self.dead_letter_codec = Codec.for_record("DeadLetter")
         self.alert_codec = Codec.for_record("Alert")
-        self.partitions: dict[int, PartitionState] = {}
+        self.partitions: dict[int, DealPartition] = {}
+        # live: stall detection and aging on the wall clock; replay: each partition's watermark
+        self.wall_clock: Clock | None = WallClock() if s.clock == "wall" else None
         self.survey_partitions: dict[int, SurveyPartition] = {}
         self.book = PartialBook()
         # chunks partials so none exceeds the broker's message size (agents/partials.py)
@@ -214,7 +199,7 @@ class SalesopsWorker:
         @app.agent(self.deal_input, name="deal-events")
         async def deal_agent(stream: faust.StreamT) -> None:
             async for events in batches(stream, BATCH_MAX_EVENTS):
-                await self.handle_batch(stream, events, self.deal_writer, self._deal_handler)
+                await self.handle_deal_batch(stream, events)
 
         @app.agent(self.survey_input, name="survey-events")
         async def survey_agent(stream: faust.StreamT) -> None:
@@ -244,9 +229,6 @@ class SalesopsWorker:
             log.warning("produce_failed topic=%s error=%r (resent)", topic, error)
 
         return TableWriter(self.app.producer, on_failure=failed)
-
-    def _deal_handler(self, msg: Any) -> Callable[[Any], Any]:
-        return self.on_deal_message if msg.topic == self.settings.deal_events_topic else self.on_stall_check
 
     def _survey_handler(self, msg: Any) -> Callable[[Any], Any]:
         if msg.topic == self.settings.responses_topic:
@@ -287,15 +269,6 @@ class SalesopsWorker:
     # ------------------------------------------------------------------ helpers
     def now_ms(self) -> int:
         return int(time.time() * 1000)
-
-    def clock_ms(self, partition: int | None = None) -> int:
-        """Stall/aging clock: wall, or (replay) the partition's event-time watermark."""
-        if self.settings.clock == "wall":
-            return self.now_ms()
-        if partition is not None and partition in self.partitions:
-            return self.partitions[partition].watermark.now_ms()
-        marks = [p.watermark.now_ms() for p in self.partitions.values()]
-        return max(marks, default=0)
 
     def _limits(self) -> Limits:
         return Limits(now_ms=self.now_ms(), max_future_ms=self.settings.max_future_s * 1000)
@@ -346,10 +319,11 @@ class SalesopsWorker:
         try:
             await handler(msg)
         except Exception as exc:
-            log.exception(
-                "internal_error topic=%s partition=%s offset=%s", msg.topic, msg.partition, msg.offset
-            )
-            await self.send_dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}")
+            await self._internal_error(msg, exc)
+
+    async def _internal_error(self, msg: Any, exc: Exception) -> None:
+        log.exception("internal_error topic=%s partition=%s offset=%s", msg.topic, msg.partition, msg.offset)
+        await self.send_dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}")
 
     def _decode(self, codec: Codec, msg: Any) -> dict[str, Any] | Rejection:
         if msg.value is None:
@@ -360,85 +334,97 @@ class SalesopsWorker:
             return Rejection("undecodable", str(exc))
 
     # ------------------------------------------------------------------ deals
-    def _partition(self, p: int) -> PartitionState:
-        state = self.partitions.get(p)
-        if state is None:
-            state = PartitionState(
-                PipelineViews(self.config, self.rates, self.tz),
-                stalled.StallIndex(self.config),
-                Watermark(self.settings.allowed_lateness_s * 1000),
-            )
-            self.partitions[p] = state
-        return state
+    def _partition(self, p: int) -> DealPartition:
+        part = self.partitions.get(p)
+        if part is None:
+            lateness_ms = self.settings.allowed_lateness_s * 1000
+            part = DealPartition(self.config, self.rates, self.tz, lateness_ms, self.wall_clock)
+            self.partitions[p] = part
+        return part
 
-    async def on_deal_message(self, msg: Any) -> None:
+    def stored_deal(self, deal_id: str) -> StoredDeal | None:
+        raw = self.deals.get(deal_id.encode())
+        if not raw:
+            return None
+        rec = DealRecord.from_bytes(raw)
+        return StoredDeal(rec.deal, stalled.AlertState.from_dict(rec.alert))
+
+    async def _deal_item(self, msg: Any) -> DealEvent | stalled.DueCheck | None:
+        """The batch item of one record: a validated deal event or a stall check; None
+        once a bad record is dead-lettered."""
+        if msg.topic != self.settings.deal_events_topic:
+            try:
+                return stalled.DueCheck(**json.loads(msg.value))
+            except (ValueError, TypeError) as exc:
+                await self.send_dead_letter(msg, "undecodable", f"bad stall check: {exc}")
+                return None
+        limits = self._limits()
+        return await self._accept(
+            msg, self.deal_codec, lambda d, _: validate_deal(d, self.config, self.rates, limits)
+        )
+
+    async def handle_deal_batch(self, stream: Any, events: Sequence[Any]) -> None:
+        """Decode and validate the batch, apply each partition's share in one step
+        (:func:`streams.deal_step.apply_batch`), store each changed deal once, emit the
+        alert transitions, and wait until all of it is acknowledged (see handle_batch)."""
         started = time.perf_counter()
-        result = await self._accept(
-            msg, self.deal_codec, lambda d, lim: validate_deal(d, self.config, self.rates, lim)
-        )
-        if result is None:
-            return
-        part = self._partition(msg.partition)
-        if part.watermark.observe(result.occurred_at):
-            self.metrics.late_events.labels(msg.topic).inc()
-        key = result.deal_id.encode()
-        stored = self.deals.get(key)
-        old = DealRecord.from_bytes(stored) if stored else None
-        new_deal = deal_core.apply(old.deal if old else None, result, self.config)
-        if new_deal is not None and len(new_deal.observations) > deal_core.MAX_OBSERVATIONS:
-            detail = f"deal {result.deal_id!r} already has {deal_core.MAX_OBSERVATIONS} distinct events"
-            await self.send_dead_letter(msg, "deal_history_full", detail)
-            return
-        if new_deal is not None:
-            old_alert = stalled.AlertState.from_dict(old.alert) if old else None
-            alert, transitions = stalled.on_deal_change(
-                old.deal if old else None, new_deal, old_alert, self.clock_ms(msg.partition), self.config
-            )
-            part.views.replace(old.deal if old else None, new_deal)
-            await self._store_deal(msg.partition, new_deal, alert, transitions)
-        self.metrics.events.labels(msg.topic, "ok").inc()
-        self.metrics.processing.labels(msg.topic).observe(time.perf_counter() - started)
-        if msg.timestamp:
-            self.metrics.event_lag.observe(max(0.0, time.time() - msg.timestamp))
-
-    async def on_stall_check(self, msg: Any) -> None:
+        token = _BATCH_WRITER.set(self.deal_writer)
         try:
-            check = stalled.DueCheck(**json.loads(msg.value))
-        except (ValueError, TypeError) as exc:
-            await self.send_dead_letter(msg, "undecodable", f"bad stall check: {exc}")
-            return
-        stored = self.deals.get(check.deal_id.encode())
-        if not stored:
-            return
-        rec = DealRecord.from_bytes(stored)
-        alert, transitions = stalled.on_check(
-            rec.deal,
-            stalled.AlertState.from_dict(rec.alert),
-            check,
-            self.clock_ms(msg.partition),
-            self.config,
-        )
-        if transitions:
-            await self._store_deal(rec.partition, rec.deal, alert, transitions)
+            by_partition: dict[int, list[tuple[Any, DealEvent | stalled.DueCheck]]] = {}
+            for event in events:
+                msg = event.message
+                try:
+                    item = await self._deal_item(msg)
+                except Exception as exc:
+                    await self._internal_error(msg, exc)
+                    continue
+                if item is not None:
+                    by_partition.setdefault(msg.partition, []).append((event, item))
+            for p, entries in by_partition.items():
+                await self._apply_deal_partition(stream, p, entries)
+            await self.deal_writer.flush()
+        finally:
+            _BATCH_WRITER.reset(token)
+        now = time.time()
+        topic = self.settings.deal_events_topic
+        per_event = (time.perf_counter() - started) / max(1, len(events))
+        for event in events:
+            msg = event.message
+            if msg.topic == topic:
+                self.metrics.processing.labels(topic).observe(per_event)
+                if msg.timestamp:
+                    self.metrics.event_lag.observe(max(0.0, now - msg.timestamp))
 
-    async def _store_deal(
-        self,
-        partition: int,
-        deal: deal_core.Deal,
-        alert: stalled.AlertState | None,
-        transitions: list[stalled.AlertTransition],
+    async def _apply_deal_partition(
+        self, stream: Any, p: int, entries: list[tuple[Any, DealEvent | stalled.DueCheck]]
     ) -> None:
-        """Write a changed deal record, re-index its stall check and emit its alert transitions."""
-        alert_dict = alert.to_dict() if alert else None
-        self.deal_store.set(
-            deal.deal_id.encode(), DealRecord(partition, deal, alert_dict).to_bytes(), partition
-        )
-        part = self._partition(partition)
-        part.index.track(deal, alert)
-        part.note_alert(deal.deal_id, alert_dict)
-        part.dirty = True
-        for t in transitions:
+        outcome = apply_batch(self._partition(p), self.stored_deal, [item for _event, item in entries])
+        for problem in outcome.problems:
+            msg = entries[problem.index][0].message
+            if problem.reason == "internal_error":
+                log.error(
+                    "internal_error topic=%s partition=%s offset=%s detail=%s",
+                    msg.topic,
+                    p,
+                    msg.offset,
+                    problem.detail,
+                )
+            await self.send_dead_letter(msg, problem.reason, problem.detail)
+        # a RocksDB store picks the partition of a write from Faust's current event
+        stream._set_current_event(entries[-1][0])
+        for deal_id, rec in outcome.changed.items():
+            alert = rec.alert.to_dict() if rec.alert else None
+            self.deal_store.set(deal_id.encode(), DealRecord(p, rec.deal, alert).to_bytes(), p)
+        for t in outcome.transitions:
             await self.emit_alert(t.to_record())
+        topic = self.settings.deal_events_topic
+        if outcome.late:
+            self.metrics.late_events.labels(topic).inc(outcome.late)
+        ok = sum(1 for _e, item in entries if isinstance(item, DealEvent)) - sum(
+            1 for pr in outcome.problems if isinstance(entries[pr.index][1], DealEvent)
+        )
+        if ok:
+            self.metrics.events.labels(topic, "ok").inc(ok)
 
     async def emit_alert(self, record: dict[str, Any]) -> None:
         await self._produce(self.alerts, record["alert_id"].encode(), self.alert_codec.encode(record))
@@ -466,7 +452,7 @@ class SalesopsWorker:
 
     async def emit_due_checks(self) -> None:
         for p, part in list(self.partitions.items()):
-            for check in part.index.pop_due(self.clock_ms(p)):
+            for check in part.due_checks():
                 body = json.dumps(
                     {
                         "deal_id": check.deal_id,
@@ -490,13 +476,8 @@ class SalesopsWorker:
                 continue
             rec = DealRecord.from_bytes(value)
             part = self.partitions.get(rec.partition)
-            if part is None:
-                continue
-            part.views.replace(None, rec.deal)
-            part.index.track(rec.deal, stalled.AlertState.from_dict(rec.alert))
-            part.note_alert(rec.deal.deal_id, rec.alert)
-            last = rec.deal.observations[-1].occurred_at if rec.deal.observations else 0
-            part.watermark.observe(last)
+            if part is not None:
+                part.restore(StoredDeal(rec.deal, stalled.AlertState.from_dict(rec.alert)))
         log.info(
             "deal views rebuilt partitions=%s deals=%s",
             sorted(actives),
@@ -552,7 +533,7 @@ class SalesopsWorker:
                     )
 
     # ------------------------------------------------------------------ publication
-    def deal_partial(self, p: int, part: PartitionState) -> dict[str, Any]:
+    def deal_partial(self, p: int, part: DealPartition) -> dict[str, Any]:
         return {
             "views": part.views.partial(),
             "stalled": sorted(part.firing.values(), key=lambda a: a["alert_id"]),

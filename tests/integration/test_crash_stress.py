@@ -44,17 +44,28 @@ def test_sigkill_at_many_moments_of_a_replay_loses_nothing(names: Names, start_w
     create_topic(names.deal_events, names.partitions)
     # the group hands a dead member's partitions on after the session timeout: keep it short
     env = names.env(SALESOPS_REDIS_URL="", SALESOPS_SESSION_TIMEOUT_S="6")
-    imported = run_cli("import", "deals", str(path), "--no-progress", env=env)
-    assert imported.returncode == 0, imported.stderr
-    # kill after the first batch, then at random points of what each restart processes
-    # (a restarted worker first replays what the dead one had not committed)
-    thresholds = [1, *(rng.randint(1, max(2, len(events) // (KILLS + 1))) for _ in range(KILLS - 1))]
+    # the history arrives in KILLS + 1 parts, each imported before a worker starts, so every
+    # worker has a backlog (at least one new part) and each kill point is reached
+    lines = path.read_text().splitlines(keepends=True)
+    size = -(-len(lines) // (KILLS + 1))
+    parts = []
+    for i in range(KILLS + 1):
+        part = tmp_path / f"part-{i}.jsonl"
+        part.write_text("".join(lines[i * size : (i + 1) * size]))
+        parts.append(part)
+    # kill after the first batch (the changelog topics were created a moment ago), then at
+    # random points of what each restart processes
+    thresholds = [1, *(rng.randint(1, size) for _ in range(KILLS - 1))]
     history = []
-    for n in thresholds:
+    for part, n in zip(parts, thresholds, strict=False):
+        imported = run_cli("import", "deals", str(part), "--no-progress", env=env)
+        assert imported.returncode == 0, imported.stderr
         worker = start_worker(env)
         poll(lambda w=worker, n=n: processed(w, names.deal_events) >= n, 180, what=f"{n} events processed")
         history.append(int(processed(worker, names.deal_events)))
         worker.kill()  # SIGKILL: no commit, no flush, no goodbye
+    imported = run_cli("import", "deals", str(parts[-1]), "--no-progress", env=env)
+    assert imported.returncode == 0, imported.stderr
     worker = start_worker(env)
     context = f"seed={SEED} kills after {history} processed events"
     poll_equal(lambda: api_by_stage(worker), ref.open_by_stage(), 300, interval=1, what=f"views ({context})")
