@@ -9,18 +9,24 @@ applied where the state holds it, and the caller counts it (``salesops_late_even
 
 Which clock drives stalled-deal detection is the worker's choice, and both are sound:
 
-* the partition's own watermark (``WatermarkClock.for_partition(p)``) -- deterministic, right
-  for replays and backfills, and the :class:`~streams.stalled.StallIndex` is per partition
-  too.  Its cost: a partition that receives no events does not age, so its alerts wait for
-  the next event (and all alerts lag by the allowed lateness);
+* the partition's own :class:`Watermark` (``streams.deal_step.DealPartition`` takes it as
+  its clock when no wall clock is given) -- deterministic, right for replays and
+  backfills, and the :class:`~streams.stalled.StallIndex` is per partition too.  Its cost:
+  a partition that receives no events does not age, so its alerts wait for the next event
+  (and all alerts lag by the allowed lateness);
 * :class:`WallClock` -- alerts on time in a quiet partition, but a replay of old events
   would see every old deal as stalled.
+
+Global numbers (the merged views of every partition: API ``as_of``, aggregate topics) in
+watermark mode use the *largest* partition watermark: the replay has reached at least
+that time, ages and trailing windows follow the most advanced partition, and a partition
+that lags only shows its deals younger than they are (ages are clamped at 0), never
+holds every window back the way the minimum over partitions would.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
 from typing import Protocol, runtime_checkable
 
 #: What a watermark reads before it has seen any event: the epoch.  Every real deal entered
@@ -103,43 +109,3 @@ class Watermark:
         if self._max_event_ms is None or event_ms > self._max_event_ms:
             self._max_event_ms = int(event_ms)
         return late
-
-
-class WatermarkClock:
-    """Watermarks of the partitions a worker holds, created on first use of a partition.
-
-    ``now_ms()`` is the minimum over the partitions that have seen an event (0 when none
-    has): the time up to which *every* partition of this worker is complete, which is what
-    global, merged views may close windows on.  Partitions without events are left out of
-    the minimum, or one idle partition would hold every window open forever.  Per-partition
-    work (window closing of a partition's partial, stall detection in its
-    :class:`~streams.stalled.StallIndex`) uses :meth:`for_partition` instead.
-    """
-
-    def __init__(self, allowed_lateness_ms: int) -> None:
-        if allowed_lateness_ms < 0:
-            raise ValueError(f"allowed_lateness_ms must be >= 0, got {allowed_lateness_ms}")
-        self.allowed_lateness_ms = int(allowed_lateness_ms)
-        self._partitions: dict[Hashable, Watermark] = {}
-
-    def for_partition(self, partition: Hashable) -> Watermark:
-        """The partition's watermark (a :class:`Clock`), created empty on first use."""
-        wm = self._partitions.get(partition)
-        if wm is None:
-            wm = self._partitions[partition] = Watermark(self.allowed_lateness_ms)
-        return wm
-
-    def observe(self, partition: Hashable, event_ms: int) -> bool:
-        """Fold an event of ``partition`` in; True if it is late for that partition."""
-        return self.for_partition(partition).observe(event_ms)
-
-    def forget(self, partition: Hashable) -> None:
-        """Drop a partition given up in a rebalance; its new owner rebuilds it from events."""
-        self._partitions.pop(partition, None)
-
-    def partitions(self) -> list[Hashable]:
-        return list(self._partitions)
-
-    def now_ms(self) -> int:
-        marks = [wm.now_ms() for wm in self._partitions.values() if wm.seen]
-        return min(marks) if marks else NO_WATERMARK_MS

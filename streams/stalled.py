@@ -20,7 +20,6 @@ repeats of ``(alert_id, status)`` anyway.
 from __future__ import annotations
 
 import heapq
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -426,69 +425,7 @@ class StallIndex:
                 out.append(DueCheck(due_at=due, deal_id=deal_id, stage=stage, entered_at=entered_at))
         return out
 
-    def rebuild(
-        self,
-        deals_with_states: DealsWithStates,
-        config: PipelineConfig | None = None,
-    ) -> None:
-        """Reindex from the recovered table, optionally under a new config.
-
-        After a restart or rebalance the index is derived from the deals table; after a
-        configuration change the new thresholds apply to deals already open (a lowered
-        threshold makes them due at once, a raised one postpones them; an alert that already
-        fired stays FIRING until the deal moves).
-        """
-        if config is not None:
-            self.config = config
-        self._heap.clear()
-        self._entries.clear()
-        for deal, state in deals_with_states:
-            self.track(deal, state)
-
     def _maybe_compact(self) -> None:
         if len(self._heap) > 64 and len(self._heap) > 2 * len(self._entries):
             self._heap = [(e.due_at, d, e.stage, e.entered_at) for d, e in self._entries.items()]
             heapq.heapify(self._heap)
-
-
-# --------------------------------------------------------------------------- gauge
-
-
-def stalled_counts(deals_with_states: DealsWithStates) -> Counter[tuple[str, str]]:
-    """Open deals currently stalled (FIRING for their current visit), per (pipeline, stage).
-
-    Derived from the state table, so it is what the gauge is rebuilt from after recovery.
-    """
-    counts: Counter[tuple[str, str]] = Counter()
-    for deal, state in deals_with_states:
-        if state is not None and state.status == FIRING and _visit_alert_id(deal) == state.alert_id:
-            counts[(state.pipeline, state.stage)] += 1
-    return counts
-
-
-class StalledCounts:
-    """The ``salesops_stalled_deals{pipeline,stage}`` gauge of one partition, kept incrementally.
-
-    ``apply`` adds 1 per FIRING and subtracts 1 per RESOLVED transition (the lifecycle
-    functions never emit a transition twice); ``rebuild`` recomputes from the table with
-    :func:`stalled_counts`.  Zero counts are dropped: the exporter pre-creates its label sets.
-    """
-
-    def __init__(self) -> None:
-        self._counts: Counter[tuple[str, str]] = Counter()
-
-    def apply(self, transitions: Iterable[AlertTransition]) -> None:
-        for t in transitions:
-            key = (t.pipeline, t.stage)
-            self._counts[key] += 1 if t.status == FIRING else -1
-            if self._counts[key] <= 0:
-                del self._counts[key]
-
-    def rebuild(self, deals_with_states: DealsWithStates) -> None:
-        self._counts = stalled_counts(deals_with_states)
-
-    def get(self, pipeline: str, stage: str) -> int:
-        return self._counts.get((pipeline, stage), 0)
-
-    def as_dict(self) -> dict[tuple[str, str], int]:
-        return dict(self._counts)

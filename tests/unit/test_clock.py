@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from streams.clock import NO_WATERMARK_MS, Clock, FixedClock, WallClock, Watermark, WatermarkClock
+from streams.clock import NO_WATERMARK_MS, Clock, FixedClock, WallClock, Watermark
 
 
 def test_fixed_clock_moves_only_when_told() -> None:
@@ -29,7 +29,7 @@ def test_wall_clock_is_epoch_millis() -> None:
 
 
 def test_every_clock_satisfies_the_protocol() -> None:
-    for clock in (WallClock(), FixedClock(), Watermark(0), WatermarkClock(0)):
+    for clock in (WallClock(), FixedClock(), Watermark(0)):
         assert isinstance(clock, Clock)
 
 
@@ -67,22 +67,3 @@ def test_watermark_is_monotonic_whatever_the_order() -> None:
 def test_negative_lateness_is_refused() -> None:
     with pytest.raises(ValueError):
         Watermark(-1)
-    with pytest.raises(ValueError):
-        WatermarkClock(-1)
-
-
-def test_watermark_clock_is_min_over_partitions_that_have_seen_events() -> None:
-    clock = WatermarkClock(allowed_lateness_ms=100)
-    assert clock.now_ms() == 0
-    clock.for_partition(2)  # created, but idle: must not hold the minimum at 0
-    assert clock.observe(0, 1_000) is False
-    assert clock.observe(1, 5_000) is False
-    # partition 0: 1_000 - 100; partition 1: 5_000 - 100; partition 2 idle
-    assert clock.now_ms() == 900
-    assert clock.for_partition(1).now_ms() == 4_900
-    # late is decided per partition: 950 is late for partition 1, not for partition 0
-    assert clock.observe(1, 950) is True
-    assert clock.observe(0, 950) is False
-    clock.forget(0)
-    assert clock.now_ms() == 4_900
-    assert set(clock.partitions()) == {1, 2}

@@ -19,13 +19,11 @@ from streams.stalled import (
     AlertState,
     AlertTransition,
     DueCheck,
-    StalledCounts,
     StallIndex,
     alert_id,
     due_at,
     on_check,
     on_deal_change,
-    stalled_counts,
     threshold_days,
 )
 
@@ -314,7 +312,7 @@ def test_a_resolved_visit_is_not_rescheduled_when_restored_with_the_same_visit()
 # ----------------------------------------------------------------------------- config change
 
 
-def test_a_new_config_applies_to_open_deals_after_rebuild() -> None:
+def test_a_new_config_applies_to_open_deals_after_a_restart() -> None:
     a = FakeDeal("A", "proposal", T0)
     b = FakeDeal("B", "negotiation", T0)
     index = StallIndex(CONFIG)
@@ -324,7 +322,10 @@ def test_a_new_config_applies_to_open_deals_after_rebuild() -> None:
 
     # proposal threshold halved, negotiation's removed
     lowered = make_config(proposal_days=0.0005, negotiation_days=None)
-    index.rebuild([(a, None), (b, None)], config=lowered)
+    # what a restart does: a new index under the new config, fed from the table
+    index = StallIndex(lowered)
+    for d in (a, b):
+        index.track(d, None)
     assert len(index) == 1
     assert index.due_of("A") == T0 + 43_200 and "B" not in index
     assert [c.deal_id for c in index.pop_due(T0 + 43_200)] == ["A"]
@@ -333,7 +334,8 @@ def test_a_new_config_applies_to_open_deals_after_rebuild() -> None:
     raised = make_config(proposal_days=0.01)
     stale_check = DueCheck("A", "proposal", T0, T0 + PROPOSAL_MS)
     assert on_check(a, None, stale_check, T0 + PROPOSAL_MS, raised) == (None, [])
-    index.rebuild([(a, None)], config=raised)
+    index = StallIndex(raised)
+    index.track(a, None)
     assert index.due_of("A") == T0 + 864_000
 
 
@@ -412,36 +414,6 @@ def test_alert_state_round_trips_through_json() -> None:
     assert AlertState.from_dict(None) is None
     with pytest.raises(ValueError):
         replace(state, status="PENDING")
-
-
-def test_stalled_counts_incremental_equals_rebuilt() -> None:
-    a = FakeDeal("A", "proposal", T0)
-    b = FakeDeal("B", "proposal", T0)
-    c = FakeDeal("C", "negotiation", T0)
-    counts = StalledCounts()
-    sa, ta = fire(a, T0 + PROPOSAL_MS)
-    sb, tb = fire(b, T0 + PROPOSAL_MS)
-    sc, tc = fire(c, T0 + NEGOTIATION_MS)
-    counts.apply([ta, tb, tc])
-    assert counts.as_dict() == {("enterprise", "proposal"): 2, ("enterprise", "negotiation"): 1}
-
-    b_won = replace(b, stage="won", status="won")
-    sb2, resolved = on_deal_change(b, b_won, sb, T0 + 10**6, CONFIG)
-    counts.apply(resolved)
-    table = [(a, sa), (b_won, sb2), (c, sc), (FakeDeal("D", "proposal", T0), None)]
-    # A and C still stalled, B won, D never fired
-    assert (
-        counts.as_dict()
-        == dict(stalled_counts(table))
-        == {
-            ("enterprise", "proposal"): 1,
-            ("enterprise", "negotiation"): 1,
-        }
-    )
-    assert counts.get("enterprise", "discovery") == 0
-    rebuilt = StalledCounts()
-    rebuilt.rebuild(table)
-    assert rebuilt.as_dict() == counts.as_dict()
 
 
 # ----------------------------------------------------------------------------- replay property
