@@ -91,3 +91,43 @@ def test_oversized_owner_is_dead_lettered_and_many_distinct_dimensions_publish_i
 
     assert worker.proc is not None and worker.proc.poll() is None  # still running
     assert worker.stop() == 0
+
+
+def test_a_deal_past_its_event_limit_is_dead_lettered_and_its_record_still_fits(
+    names: Names, start_worker
+) -> None:
+    from streams.deals import MAX_OBSERVATIONS
+
+    names.partitions = 1
+    create_topic(names.deal_events, 1)
+    # one deal with MAX_OBSERVATIONS + 1 distinct events, maximum-length ids: the last
+    # one (newest) is refused, the deal's record keeps the first MAX_OBSERVATIONS
+    big = "B".ljust(MAX_ID_LENGTH, "b")
+    events = [
+        encoded_deal(
+            event_id=f"{i:06d}".ljust(MAX_ID_LENGTH, "e"),
+            deal_id=big,
+            event_type="UPDATED",
+            occurred_at=NOW - 3_600_000 + i,
+            pipeline="default",
+            stage="qualifiedtobuy",
+            amount=Decimal(i),
+            currency="USD",
+        )
+        for i in range(MAX_OBSERVATIONS + 1)
+    ]
+    produce(names.deal_events, events)
+    worker = start_worker(names.env(SALESOPS_REDIS_URL=""))
+    poll(
+        lambda: worker.sample("salesops_dead_letter_total", reason="deal_history_full") == 1.0,
+        90,
+        what="1 deal_history_full dead letter",
+    )
+    (letter,) = [DEAD.decode(r.value) for r in consume_all(names.dead_letter, 1)]
+    assert letter["source_offset"] == MAX_OBSERVATIONS
+    # the deal stands at its last accepted event: amount 999.00
+    deal = poll(lambda: worker.json(f"/api/deals/{big}"), 60, what="the deal in the API")
+    assert deal["amount"] == f"{MAX_OBSERVATIONS - 1}.00"
+    changelog = consume_until_quiet(f"{names.uid}-deals-changelog", quiet_s=2)
+    assert changelog and max(len(r.value) for r in changelog) < MESSAGE_LIMIT
+    assert worker.stop() == 0
