@@ -58,8 +58,8 @@ format: install ## apply ruff format and autofixes
 	$(VENV)/bin/ruff format streams schemas agents sinks tests
 	$(VENV)/bin/ruff check --fix streams schemas agents sinks tests
 
-bench: install ## benchmarks against the local stack; ratios against a raw aiokafka baseline
-	@bash deploy/local/run-bench.sh
+bench: install ## worker benchmarks against the local stack (~30 min; BENCH_ARGS=--quick: ~5 min)
+	@bash deploy/local/run-bench.sh $(BENCH_ARGS)
 
 clean: down ## stop the stack and remove local state (.local)
 	rm -rf .local

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make bench`: make sure the venv is installed, start the local stack if it is not running,
-# run the worker benchmarks (tests/bench/bench_worker.py), stop the stack only if this
-# script started it. Results: bench-results/latest.json (git-ignored) and a table on stdout.
-# Arguments go to the bench, e.g. `bash deploy/local/run-bench.sh --quick`.
+# run the worker benchmarks (tests/bench/bench_worker.py: end-to-end rate, the naive Faust
+# app, latency, memory per open deal, restart-to-ready with both stores), stop the stack
+# only if this script started it. Results: bench-results/latest.json (git-ignored) and
+# markdown tables on stdout. Arguments go to the bench, e.g.
+# `bash deploy/local/run-bench.sh --quick` or `make bench BENCH_ARGS=--quick`.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -29,6 +31,13 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+
+# The figures are only as good as the machine is quiet: say so when it is not.
+read -r load _ < /proc/loadavg
+cpus="$(nproc)"
+if awk -v l="$load" -v c="$cpus" 'BEGIN { exit !(l > c / 2) }'; then
+  echo "run-bench: load average $load on $cpus CPUs: other work will lower the figures" >&2
+fi
 
 mkdir -p bench-results
 "$PY" -m tests.bench.bench_worker "$@"

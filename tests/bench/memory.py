@@ -1,9 +1,9 @@
 """Memory per open deal, in a fresh interpreter so earlier bench phases do not blur it.
 
 ``python -m tests.bench.memory RECORDS.pickle --mode rss|trace`` loads pre-encoded CREATED
-events (one per deal), then holds them the way the worker does (:class:`InProcessDeals`:
-table value bytes in a dict, per-partition ``PipelineViews`` and ``StallIndex``) and prints
-one JSON object.  ``rss`` reads the resident set from ``/proc/self/statm`` before and
+events (one per deal) through the worker's own batch handler (:class:`InProcessWorker`:
+the deals table in Faust's memory store, per-partition views, stall index and watermark)
+and prints one JSON object.  ``rss`` reads the resident set from ``/proc/self/statm`` before and
 after; ``trace`` uses tracemalloc (exact Python allocations, grouped by the file that
 allocated them) and is run separately because tracing inflates the RSS it would measure.
 """
@@ -19,7 +19,7 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-from tests.bench.pipeline import InProcessDeals, Record
+from tests.bench.pipeline import InProcessWorker, Record
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -29,10 +29,9 @@ def rss_bytes() -> int:
         return int(fh.read().split()[1]) * PAGE
 
 
-def load(records: list[Record], pipe: InProcessDeals | None = None) -> InProcessDeals:
-    pipe = pipe or InProcessDeals()
-    for r in records:
-        pipe.handle(r.partition, r.value)
+def load(records: list[Record], pipe: InProcessWorker | None = None) -> InProcessWorker:
+    pipe = pipe or InProcessWorker()
+    pipe.handle(records)
     return pipe
 
 
@@ -61,7 +60,7 @@ def measure(records: list[Record], mode: str) -> dict[str, object]:
     gc.collect()
     half = len(records) // 2
     out: dict[str, object] = {"deals": len(records), "mode": mode}
-    pipe = InProcessDeals()
+    pipe = InProcessWorker()
     if mode == "rss":
         before = rss_bytes()
         load(records[:half], pipe)
@@ -91,10 +90,10 @@ def measure(records: list[Record], mode: str) -> dict[str, object]:
         out["marginal_bytes_per_deal"] = sum(s.size_diff for s in second) / (len(records) - half)
         out["by_file_bytes_per_deal"] = _by_file(whole, len(records))
         out["marginal_by_file_bytes_per_deal"] = _by_file(second, len(records) - half)
-    table = pipe.table
-    out["table_value_bytes_per_deal"] = sum(len(v) for v in table.values()) / max(len(table), 1)
+    table = pipe.table_values()
+    out["table_value_bytes_per_deal"] = sum(len(v) for v in table) / max(len(table), 1)
     out["open_deals"] = len(table)
-    out["stall_indexed"] = sum(len(p.index) for p in pipe.partitions.values())
+    out["stall_indexed"] = pipe.stall_indexed
     out["rejected"] = pipe.rejected
     return out
 

@@ -1,35 +1,40 @@
-"""The bench's data set and the worker's deal path without Faust.
+"""The bench's data sets, and the worker's own batch handler run in-process.
 
 :func:`build_dataset` makes a simulated CRM feed (``generate_deals`` + ``deliver`` with the
 ``salesops simulate`` defaults: 2% duplicates, 5% reordering), validated and encoded once
 with the simulator's :class:`~agents.simulator.RecordEncoder`, each record already given
-the partition Kafka's default partitioner picks for its key.
+the partition Kafka's default partitioner picks for its key.  :func:`created_deals` makes
+many open deals fast (one CREATED event each) for the memory and restart runs.
 
-:class:`InProcessDeals` repeats ``SalesopsWorker.on_deal_message`` call for call
-(decode, validate, watermark, table read, ``deals.apply``, stall state, table write,
-``PipelineViews.replace``, ``StallIndex.track``) over a dict instead of a Faust table, so
-its rate and its profile say what the pure core costs per event, and what is left of
-the worker's rate is Kafka client and Faust overhead.
+:class:`InProcessWorker` does not re-implement the worker's deal handling: it builds a real
+:class:`~agents.app.SalesopsWorker` from bench settings, never starts it, and feeds fetched
+records to the worker's own ``handle_batch`` (decode, validate, deal step, table write
+through the batch's ``TableWriter``, views, stall index, alerts, dead letters).  Only what
+Faust and Kafka hand that method is stood in for: the stream, the events' messages and
+the producer the ``TableWriter`` flushes to (which acknowledges at once).  So its rate and
+its profile are the worker's code minus Kafka I/O and Faust's stream machinery.
 """
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import tempfile
 import time
+import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiokafka.partitioner import murmur2
 
-from agents.records import DealRecord
-from agents.settings import Settings
+from agents.app import BATCH_MAX_EVENTS, SalesopsWorker
+from agents.settings import Secret, Settings
 from agents.simulator import RecordEncoder, deliver, generate_deals
 from schemas.codec import Codec, DecodeError
-from streams import deals as deal_core
-from streams import stalled
-from streams.clock import Watermark
+from streams.deal_step import DealPartition, StoredDeal, apply_batch
 from streams.events import DAY_MS, DealEvent
-from streams.pipeline_views import PipelineViews
 from streams.pipelines import (
     DEFAULT_PIPELINES_FILE,
     DEFAULT_RATES_FILE,
@@ -38,7 +43,7 @@ from streams.pipelines import (
     load_pipelines,
     load_rates,
 )
-from streams.validation import Limits, Rejection, validate_deal
+from streams.validation import Rejection, validate_deal
 
 HISTORY_DAYS = 120  # `salesops simulate`'s default span: a backfill of four months
 LIVE_MS = 3_600_000  # a live feed: the CRM's last hour
@@ -117,112 +122,195 @@ def build_dataset(
     return Dataset(records, len({e["deal_id"] for e in events}), types)
 
 
-def created_only(n_deals: int, seed: int, partitions: int, now_ms: int | None = None) -> list[Record]:
-    """One CREATED event for each of ``n_deals`` distinct deals, all in the last hour:
-    ``n_deals`` open deals, none overdue."""
+def created_deals(n_deals: int, seed: int, partitions: int, templates: int = 2000) -> list[Record]:
+    """One CREATED event for each of ``n_deals`` distinct deals (ids ``B-<seed>-<n>``), all
+    in the last hour: ``n_deals`` open deals, none overdue.
+
+    Generating and validating 500,000 simulated lifecycles takes minutes and gigabytes, so
+    ``templates`` simulated CREATED events are validated once (the simulator's
+    :class:`~agents.simulator.RecordEncoder`) and re-encoded under fresh deal and event ids.
+    """
     config, rates = core_config()
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    now_ms = int(time.time() * 1000)
     encoder = RecordEncoder(config, rates)
-    canonical = generate_deals(seed, n_deals, now_ms - HISTORY_DAYS * DAY_MS, config, now_ms=now_ms)
+    codec = Codec.for_record("DealEvent")
+    canonical = generate_deals(seed, templates, now_ms - HISTORY_DAYS * DAY_MS, config, now_ms=now_ms)
+    avro = [
+        encoder.check("deals", e, now_ms)
+        for e in squeeze(canonical, now_ms, LIVE_MS)
+        if e["event_type"] == "CREATED"
+    ]
     out = []
-    for event in squeeze(canonical, now_ms, LIVE_MS):
-        if event["event_type"] == "CREATED":
-            key, value = encoder.encode("deals", event, now_ms)
-            out.append(Record(partition_of(key, partitions), key, value))
+    for i in range(n_deals):
+        deal_id = f"B-{seed}-{i}"
+        value = codec.encode({**avro[i % len(avro)], "deal_id": deal_id, "event_id": f"bench-{seed}-{i}"})
+        key = deal_id.encode()
+        out.append(Record(partition_of(key, partitions), key, value))
     return out
 
 
+# --------------------------------------------------------------------------- the worker, in-process
+
+
+@dataclass(slots=True)
+class Message:
+    """The fields of a Faust message that the worker's handlers read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    message: Message
+
+
+class _Stream:
+    """``handle_batch`` tells the stream which event it handles (RocksDB picks the
+    partition of a table write from it); the memory store does not need it."""
+
+    def _set_current_event(self, event: Any) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Ack:
+    topic_partition: tuple[str, int | None]
+    offset: int
+
+
 @dataclass
-class _Partition:
-    views: PipelineViews
-    index: stalled.StallIndex
-    watermark: Watermark
-    firing: dict[str, dict[str, Any]] = field(default_factory=dict)
+class AckingProducer:
+    """What ``TableWriter.flush`` sends to, acknowledging every record at once."""
+
+    records: int = 0
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None, *_: Any
+    ) -> asyncio.Future[_Ack]:
+        self.records += 1
+        fut: asyncio.Future[_Ack] = asyncio.get_running_loop().create_future()
+        fut.set_result(_Ack((topic, partition), self.records))
+        return fut
 
 
-class InProcessDeals:
-    """``SalesopsWorker.on_deal_message`` over a dict table; no Kafka, no Faust."""
+class InProcessWorker:
+    """A :class:`SalesopsWorker` that is never started, driven batch by batch.
+
+    ``clock`` is the worker's ``SALESOPS_CLOCK``: ``watermark`` for a replayed backfill
+    (as the bench's worker run), ``wall`` for live data.
+    """
+
+    TOPIC = "bench.in-process.deal-events"
+
+    def __init__(self, clock: str = "wall") -> None:
+        data_dir = tempfile.mkdtemp(prefix="salesops-bench-")
+        weakref.finalize(self, shutil.rmtree, data_dir, True)
+        self.settings = Settings(
+            app_id="salesops-bench-in-process",
+            data_dir=data_dir,
+            deal_events_topic=self.TOPIC,
+            respondent_secret=Secret("bench-in-process-respondent-secret-0123456789"),
+            clock=clock,
+        )
+        self.worker = SalesopsWorker(self.settings)
+        self.producer = AckingProducer()
+        self.worker.deal_writer.producer = self.producer
+        self._offset = 0
+        self._runner: asyncio.Runner | None = None
+
+    def events(self, records: Iterable[tuple[int, bytes | None, bytes | None]]) -> list[Event]:
+        out = []
+        for partition, key, value in records:
+            out.append(Event(Message(self.TOPIC, partition, self._offset, key, value)))
+            self._offset += 1
+        return out
+
+    async def handle_batch(self, events: Sequence[Event]) -> None:
+        """One fetched batch through the worker's own deal batch handler."""
+        await self.worker.handle_deal_batch(_Stream(), events)
+
+    async def handle_all(self, records: Sequence[Record]) -> None:
+        """``records`` in batches of the worker's batch size, as ``take_events`` makes them
+        when the topic has more than a batch waiting."""
+        for i in range(0, len(records), BATCH_MAX_EVENTS):
+            chunk = records[i : i + BATCH_MAX_EVENTS]
+            await self.handle_batch(self.events((r.partition, r.key, r.value) for r in chunk))
+
+    def handle(self, records: Sequence[Record]) -> None:
+        """:meth:`handle_all` from synchronous code (one event loop for the instance)."""
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        self._runner.run(self.handle_all(records))
+
+    def decode_validate(self, value: bytes) -> DealEvent | Rejection:
+        """The worker's decode and validation of a deal event (``SalesopsWorker._accept``
+        without the dead-letter write), for the per-stage rates."""
+        w = self.worker
+        try:
+            decoded = w.deal_codec.decode(value)
+        except DecodeError as exc:
+            return Rejection("undecodable", str(exc))
+        return validate_deal(decoded, w.config, w.rates, w._limits())
+
+    def counted(self, outcome: str) -> float:
+        value = self.worker.metrics.registry.get_sample_value(
+            "salesops_events_total", {"topic": self.TOPIC, "outcome": outcome}
+        )
+        return value or 0.0
+
+    @property
+    def rejected(self) -> int:
+        return int(self.counted("dead_letter"))
+
+    @property
+    def alerts(self) -> int:
+        r = self.worker.metrics.registry
+        return int(
+            sum(
+                s.value
+                for metric in r.collect()
+                if metric.name == "salesops_alerts"
+                for s in metric.samples
+                if s.name == "salesops_alerts_total"
+            )
+        )
+
+    def table_values(self) -> list[bytes]:
+        return [v for _k, v in self.worker.deals.items() if v]
+
+    @property
+    def stall_indexed(self) -> int:
+        return sum(len(p.index) for p in self.worker.partitions.values())
+
+
+class CoreStep:
+    """The pure step alone (:func:`streams.deal_step.apply_batch`), each partition's share
+    of a batch in one call, the table a dict of :class:`StoredDeal` objects: what the core
+    costs without decode, validation, table bytes, Faust's table and the batch barrier.
+    Time is each partition's event-time watermark (``SALESOPS_CLOCK=watermark``)."""
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.config, self.rates = core_config()
         self.tz = ZoneInfo(self.settings.timezone)
-        self.codec = Codec.for_record("DealEvent")
-        self.alert_codec = Codec.for_record("Alert")
-        self.table: dict[bytes, bytes] = {}
-        self.partitions: dict[int, _Partition] = {}
-        self.rejected = 0
-        self.alerts = 0
+        self.table: dict[str, StoredDeal] = {}
+        self.partitions: dict[int, DealPartition] = {}
+        self.problems = 0
 
-    def limits(self) -> Limits:
-        return Limits(now_ms=int(time.time() * 1000), max_future_ms=self.settings.max_future_s * 1000)
-
-    def part(self, p: int) -> _Partition:
-        state = self.partitions.get(p)
-        if state is None:
-            state = _Partition(
-                PipelineViews(self.config, self.rates, self.tz),
-                stalled.StallIndex(self.config),
-                Watermark(self.settings.allowed_lateness_s * 1000),
-            )
-            self.partitions[p] = state
-        return state
-
-    def decode_validate(self, value: bytes) -> DealEvent | Rejection:
-        try:
-            decoded = self.codec.decode(value)
-        except DecodeError as exc:
-            return Rejection("undecodable", str(exc))
-        return validate_deal(decoded, self.config, self.rates, self.limits())
-
-    def handle(self, partition: int, value: bytes) -> None:
-        result = self.decode_validate(value)
-        if isinstance(result, Rejection):
-            self.rejected += 1
-            return
-        self.apply(partition, result)
-
-    def apply(self, partition: int, event: DealEvent) -> None:
-        part = self.part(partition)
-        part.watermark.observe(event.occurred_at)
-        key = event.deal_id.encode()
-        stored = self.table.get(key)
-        old = DealRecord.from_bytes(stored) if stored else None
-        new_deal = deal_core.apply(old.deal if old else None, event, self.config)
-        if new_deal is None:
-            return
-        old_alert = stalled.AlertState.from_dict(old.alert) if old and old.alert else None
-        alert, transitions = stalled.on_deal_change(
-            old.deal if old else None, new_deal, old_alert, int(time.time() * 1000), self.config
-        )
-        alert_dict = alert.to_dict() if alert else None
-        self.table[key] = DealRecord(partition, new_deal, alert_dict).to_bytes()
-        part.views.replace(old.deal if old else None, new_deal)
-        part.index.track(new_deal, alert)
-        if alert_dict is not None and alert_dict["status"] == "FIRING":
-            part.firing[new_deal.deal_id] = {"deal_id": new_deal.deal_id, **alert_dict}
-        else:
-            part.firing.pop(new_deal.deal_id, None)
-        for t in transitions:
-            self.alert_codec.encode(t.to_record())
-            self.alerts += 1
-
-
-class ObjectsOnly:
-    """``deals.apply`` + ``PipelineViews.replace`` alone: Deal objects in a dict, no bytes."""
-
-    def __init__(self) -> None:
-        self.config, rates = core_config()
-        self.rates = rates
-        self.deals: dict[str, deal_core.Deal] = {}
-        self.views: dict[int, PipelineViews] = {}
-
-    def apply(self, partition: int, event: DealEvent) -> None:
-        views = self.views.get(partition)
-        if views is None:
-            views = self.views[partition] = PipelineViews(self.config, self.rates, ZoneInfo("UTC"))
-        old = self.deals.get(event.deal_id)
-        new = deal_core.apply(old, event, self.config)
-        if new is not None:
-            self.deals[event.deal_id] = new
-            views.replace(old, new)
+    def apply(self, batch: Sequence[tuple[int, DealEvent]]) -> None:
+        by_partition: dict[int, list[DealEvent]] = {}
+        for p, event in batch:
+            by_partition.setdefault(p, []).append(event)
+        for p, events in by_partition.items():
+            part = self.partitions.get(p)
+            if part is None:
+                lateness_ms = self.settings.allowed_lateness_s * 1000
+                part = self.partitions[p] = DealPartition(self.config, self.rates, self.tz, lateness_ms)
+            outcome = apply_batch(part, self.table.get, events)
+            self.table.update(outcome.changed)
+            self.problems += len(outcome.problems)
