@@ -8,9 +8,10 @@ run without Kafka:
   (sometimes skipping one, sometimes regressing one), get amount and owner updates, and
   end won, lost, still open, or stalled (sitting in a stage longer than its
   ``stalled_after_days``; a ``stall_rate`` share).  A few are deleted and restored.
-* :func:`generate_surveys`: a wave every 14 days; 5-8 teams of varied sizes in 2-3
-  departments, one of them smaller than the anonymity threshold of 5; ~70% respond; eNPS
-  on 0-10 (some respondents on 1-10) and 3-6 pulse questions on 1-5; a few respond twice.
+* :func:`generate_surveys`: a wave every 14 days, the last one sent at most
+  ``LAST_WAVE_AGE_MS`` (10 days) before ``now_ms`` so the trailing 30- and 90-day eNPS
+  windows hold answers; 5-8 teams of varied sizes in 2-3 departments, one of them
+  smaller than the anonymity threshold of 5; ~70% respond; eNPS on 0-10 (some respondents on 1-10) and 3-6 pulse questions on 1-5; a few respond twice.
 * :func:`deliver`: what a real feed does to the canonical stream: duplicates (same
   ``event_id``) and swaps of nearby events of the same deal (or team).
 
@@ -83,6 +84,9 @@ DEPARTMENTS = {
     "Engineering": ("platform", "data", "mobile"),
 }
 WAVE_EVERY_MS = 14 * DAY_MS
+# Answers come within 7 days + 1 hour of a wave (a repeat answer up to 2 days later), so a
+# wave sent 10 days ago is (nearly) complete and sits inside the 30-day eNPS window.
+LAST_WAVE_AGE_MS = 10 * DAY_MS
 RESPONSE_RATE = 0.7
 SCALE_1_10_SHARE = 0.15
 ANSWER_TWICE_P = 0.04
@@ -306,6 +310,12 @@ def _clamp(x: float, lo: int, hi: int) -> int:
     return int(min(max(round(x), lo), hi))
 
 
+def first_wave_ms(waves: int, start_ms: int, now_ms: int) -> int:
+    """When the first of ``waves`` waves (14 days apart) is sent: ``start_ms``, or later
+    so that the last one is sent ``LAST_WAVE_AGE_MS`` before ``now_ms``."""
+    return max(start_ms, now_ms - LAST_WAVE_AGE_MS - (waves - 1) * WAVE_EVERY_MS)
+
+
 def generate_surveys(
     seed: int,
     waves: int,
@@ -315,8 +325,13 @@ def generate_surveys(
     now_ms: int | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(responses, invitations), canonical dicts with SurveyResponse/SurveyInvitation
-    field names, each ordered by time.  Waves after ``now_ms`` and answers not yet
-    submitted by ``now_ms`` are left out."""
+    field names, each ordered by time.
+
+    Waves are sent every 14 days from :func:`first_wave_ms` on: ``start_ms``, or later
+    when that is needed for the last wave to be sent ``LAST_WAVE_AGE_MS`` before
+    ``now_ms`` (so 2 waves over the default 120 days are sent 24 and 10 days ago, not
+    120 and 106: the trailing eNPS windows are filled).  Waves after ``now_ms`` (a short
+    span) and answers not yet submitted by ``now_ms`` are left out."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     rng = random.Random(seed)
     teams = _teams(rng, employees)
@@ -332,8 +347,9 @@ def generate_surveys(
     responses: list[dict[str, Any]] = []
     invitations: list[dict[str, Any]] = []
     n = 0
+    first = first_wave_ms(waves, start_ms, now_ms)
     for w in range(waves):
-        sent = start_ms + w * WAVE_EVERY_MS
+        sent = first + w * WAVE_EVERY_MS
         if sent > now_ms:
             break
         survey_id = "pulse-" + datetime.fromtimestamp(sent / 1000, UTC).date().isoformat()

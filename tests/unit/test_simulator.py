@@ -271,3 +271,45 @@ def test_simulate_stops_before_producing_when_its_topics_cannot_be_made(
     assert simulator.run_simulate(args, Settings()) == 3
     assert asked == [["crm.deal-events", "hr.survey-responses", "hr.survey-invitations"]]
     assert capsys.readouterr().err.strip() == "salesops simulate: no topics"
+
+
+def test_default_output_fills_the_trailing_windows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `salesops simulate` with every default (500 deals from 120 days back, 2 waves) on a
+    # fixed clock: 2 waves 14 days apart, the last sent 10 days before now, are sent 24 and
+    # 10 days ago, so both the 30- and the 90-day eNPS windows hold answers (sent 120 and
+    # 106 days ago, as before, neither would); deals close in the last 30 days too.
+    from agents.cli import build_parser
+
+    monkeypatch.setattr(simulator, "_now_ms", lambda: NOW)
+    args = build_parser().parse_args(["simulate", "--output-dir", str(tmp_path)])
+    assert simulator.run_simulate(args, Settings()) == 0
+    capsys.readouterr()
+    read = {
+        name: [json.loads(line) for line in (tmp_path / f).read_text().splitlines()]
+        for name, f in simulator.OUTPUT_FILES.items()
+    }
+    last_30d = NOW - 30 * DAY_MS
+    sent = sorted({i["sent_at"] for i in read["invitations"]})
+    assert sent == [NOW - 24 * DAY_MS, NOW - 10 * DAY_MS]
+    recent = [r for r in read["surveys"] if r["submitted_at"] >= last_30d and r["enps_score"] is not None]
+    assert all(r["submitted_at"] <= NOW for r in read["surveys"])
+    # 120 invited per wave, ~70 % answer: well above the anonymity threshold of 5
+    assert len({(r["survey_id"], r["respondent"]) for r in recent}) >= 100
+    closes = Counter(
+        e["event_type"]
+        for e in read["deals"]
+        if e["event_type"] in ("WON", "LOST") and e["occurred_at"] >= last_30d
+    )
+    # 500 deals, ~30 % of them closing in the last 30 days of 120: dozens of each
+    assert closes["WON"] >= 20 and closes["LOST"] >= 20
+
+
+def test_waves_start_at_start_unless_the_last_would_miss_the_trailing_windows() -> None:
+    # 9 waves span 8 x 14 = 112 days: from 120 days back the last is sent 8 days ago
+    assert simulator.first_wave_ms(9, START, NOW) == START
+    # 2 waves from 120 days back would end 106 days ago: moved to 24 and 10 days ago
+    assert simulator.first_wave_ms(2, START, NOW) == NOW - 24 * DAY_MS
+    # a short span keeps its start (waves after now are left out)
+    assert simulator.first_wave_ms(3, NOW - 5 * DAY_MS, NOW) == NOW - 5 * DAY_MS
