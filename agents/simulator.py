@@ -11,7 +11,8 @@ run without Kafka:
 * :func:`generate_surveys`: a wave every 14 days, the last one sent at most
   ``LAST_WAVE_AGE_MS`` (10 days) before ``now_ms`` so the trailing 30- and 90-day eNPS
   windows hold answers; 5-8 teams of varied sizes in 2-3 departments, one of them
-  smaller than the anonymity threshold of 5; ~70% respond; eNPS on 0-10 (some respondents on 1-10) and 3-6 pulse questions on 1-5; a few respond twice.
+  smaller than the anonymity threshold of 5; ~70% respond; eNPS on 0-10 (some
+  respondents on 1-10) and 3-6 pulse questions on 1-5; a few respond twice.
 * :func:`deliver`: what a real feed does to the canonical stream: duplicates (same
   ``event_id``) and swaps of nearby events of the same deal (or team).
 
