@@ -1,0 +1,126 @@
+"""A 30 s broker stop in the middle of a replay: the worker rides through, ends with
+exactly the reference numbers, and its log stays short.
+
+The shared broker is never stopped: the test runs a private one (deploy/local/stack.sh
+with its own state directory and ports, the same jars) and stops and starts that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import ROOT, Names, free_port, poll, poll_equal, run_cli
+from tests.integration.reference import DealReference, read_jsonl
+from tests.integration.test_deal_pipeline import api_by_stage, assert_last_90_days_closed_match
+
+STACK = ROOT / "deploy/local/stack.sh"
+# what aiokafka writes on every failed attempt while the broker is away
+CLIENT_NOISE = re.compile(
+    r"Unable connect to|Unable to update metadata|Failed fetch messages|NodeNotReadyError|"
+    r"Group Coordinator Request failed|KafkaConnectionError"
+)
+
+
+class PrivateBroker:
+    """A one-node KRaft broker of this test only: own data, logs and ports."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "SALESOPS_LOCAL_DIR": str(state_dir),
+            "SALESOPS_LOCAL_KAFKA_PORT": str(self.port),
+            "SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "SALESOPS_LOCAL_KAFKA_HEAP_OPTS": "-Xms128m -Xmx384m",
+        }
+        self.bootstrap = f"127.0.0.1:{self.port}"
+
+    def _stack(self, command: str) -> None:
+        done = subprocess.run(
+            [str(STACK), command], env=self.env, capture_output=True, text=True, timeout=180
+        )
+        assert done.returncode == 0, f"stack.sh {command}: {done.stdout}\n{done.stderr}"
+
+    def start(self) -> None:
+        self._stack("kafka-up")  # returns once the broker answers a metadata request
+
+    def stop(self) -> None:
+        self._stack("kafka-down")  # SIGTERM, waits for the process to exit
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[PrivateBroker]:
+    broker = PrivateBroker(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+def log_lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines()
+
+
+@pytest.mark.timeout(400)
+def test_a_30s_broker_stop_mid_replay_ends_exact_with_a_short_log(
+    private_broker: PrivateBroker, names: Names, start_worker, tmp_path: Path
+) -> None:
+    sim = tmp_path / "sim"
+    gen = run_cli(
+        "simulate", "--seed", "23", "--deals", "1500", "--survey-waves", "0", "--output-dir", str(sim)
+    )
+    assert gen.returncode == 0, gen.stderr
+    events = read_jsonl(sim / "deals.jsonl")
+    ref = DealReference(events)
+    env = names.env(SALESOPS_KAFKA_BOOTSTRAP=private_broker.bootstrap, SALESOPS_REDIS_URL="")
+    assert run_cli("topics", env=env).returncode == 0
+    imported = run_cli("import", "deals", str(sim / "deals.jsonl"), "--no-progress", env=env)
+    assert imported.returncode == 0, imported.stderr
+
+    worker = start_worker(env)
+    topic = names.deal_events
+
+    def processed() -> float:
+        return worker.sample("salesops_events_total", topic=topic, outcome="ok") or 0.0
+
+    poll(lambda: processed() >= 500, 120, what="the replay under way")
+    assert worker.sample("salesops_broker_up") == 1.0
+    lines_before = len(log_lines(worker.log_path))
+    private_broker.stop()
+    stopped_at = processed()
+    assert stopped_at < len(events), "the broker must go away in the middle of the replay"
+    poll(
+        lambda: worker.sample("salesops_broker_up") == 0.0, 20, what="salesops_broker_up 0 during the outage"
+    )
+    # the worker writes a summary 30 s into the outage: the outage lasts at least that long
+    poll(
+        lambda: any("for_s=30" in line for line in log_lines(worker.log_path)[lines_before:]),
+        45,
+        what="the 30 s summary of the outage",
+    )
+    outage_lines = log_lines(worker.log_path)[lines_before:]
+    private_broker.start()
+
+    poll(lambda: worker.sample("salesops_broker_up") == 1.0, 60, what="salesops_broker_up 1 after")
+    poll_equal(lambda: api_by_stage(worker), ref.open_by_stage(), 180, interval=1, what="views == reference")
+    assert_last_90_days_closed_match(worker, ref)
+    assert processed() >= len(events)
+    assert worker.sample("salesops_broker_disconnects_total") == 1.0
+    assert worker.stop() == 0
+
+    after = log_lines(worker.log_path)[lines_before:]
+    noise = [line for line in after if CLIENT_NOISE.search(line)]
+    # before: ~2,000 client lines/s, 84,282 lines in a 45 s outage; now a handful
+    assert len(outage_lines) < 100, "\n".join(outage_lines[-40:])
+    assert len(noise) < 30, "\n".join(noise[-40:])
+    losses = [line for line in after if "broker_unreachable" in line and " error=" in line]
+    summaries = [line for line in after if "broker_unreachable" in line and "for_s=" in line]
+    backs = [line for line in after if "broker_reachable" in line]
+    assert len(losses) == 1 and f"broker={private_broker.bootstrap} since=" in losses[0], losses
+    assert summaries and "suppressed=" in summaries[0], summaries
+    assert len(backs) == 1 and "down_s=" in backs[0], backs
