@@ -260,3 +260,14 @@ def test_broker_metrics_exist_from_the_start() -> None:
     assert r.get_sample_value("salesops_broker_up") == 0
     assert r.get_sample_value("salesops_broker_disconnects_total") == 0
     assert r.get_sample_value("salesops_client_log_suppressed_total") == 0
+
+
+def test_the_probe_reports_a_closed_port_as_unreachable() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reachable, error = asyncio.run(broker_health.BrokerProbe([f"127.0.0.1:{port}"], timeout_s=2)())
+    assert reachable is False
+    assert "KafkaConnectionError" in error
