@@ -287,7 +287,8 @@ class BrokerProbe:
         try:
             await asyncio.wait_for(client.bootstrap(), self.timeout_s)
         except Exception as exc:  # any failure to get metadata means "not reachable"
-            return False, f"{type(exc).__name__}: {exc}"
+            name, text = type(exc).__name__, str(exc)
+            return False, text if text.startswith(name) else f"{name}: {text}".rstrip(": ")
         finally:
             await client.close()
         return True, ""
