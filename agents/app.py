@@ -37,7 +37,7 @@ from agents.web import define_routes
 from schemas.codec import Codec, DecodeError
 from sinks.metrics import SalesopsMetrics, set_gauge_family
 from sinks.webhook import WebhookSink
-from streams import pulse, stalled
+from streams import enps_alerts, pulse, stalled
 from streams.clock import Clock, WallClock
 from streams.deal_step import DealPartition, StoredDeal, apply_batch
 from streams.events import DealEvent
@@ -108,8 +108,8 @@ class SalesopsWorker:
         self.book = PartialBook()
         # chunks partials so none exceeds the broker's message size (agents/partials.py)
         self.exchange = PartialExchange()
-        # eNPS drop alerts: group -> FIRING record; recovered from the alerts topic at start
-        self.enps_firing: dict[str, dict[str, Any]] = {}
+        # eNPS drop alerts: group -> its latest alert; recovered from the alerts topic at start
+        self.enps_latest: enps_alerts.Alerts = {}
         # global outputs wait until the partials/alerts reader has read to the end once
         self.reader_caught_up = False
         self._gauged_partitions: frozenset[int] = frozenset()
@@ -578,7 +578,8 @@ class SalesopsWorker:
                     # False until the clock has a value (watermark clock before any event)
                     if await self.publisher.publish_global():
                         self._published_version, self._published_at = version, time.monotonic()
-                    await self.check_enps_drops(self.merged_pulse(), self.now_ms())
+                        # the same clock as the global outputs, once it has a value
+                        await self.check_enps_drops(self.merged_pulse(), self.global_now_ms())
                 except Exception:  # a bug in one output must not stop consumption
                     self.metrics.sink_errors.labels("aggregate-topics").inc()
                     log.exception("publish_global_failed retry_next_flush=true")
@@ -657,54 +658,19 @@ class SalesopsWorker:
             rec = self.alert_codec.decode(value)
         except DecodeError:
             return
-        if rec["kind"] != "ENPS_DROP":
-            return
-        if rec["status"] == "FIRING":
-            self.enps_firing[rec["subject"]] = {**rec, "fired_at": to_epoch_ms(rec["fired_at"], "fired_at")}
-        elif self.enps_firing.get(rec["subject"], {}).get("alert_id") == rec["alert_id"]:
-            del self.enps_firing[rec["subject"]]
+        self.enps_latest = enps_alerts.recover(self.enps_latest, rec)
 
     async def check_enps_drops(self, merged: dict[str, Any], now: int) -> None:
-        """Publisher only: FIRING when a visible group's 30-day eNPS fell by more than the
-        threshold against the previous 30 days, RESOLVED when it no longer has."""
+        """Publisher only: the eNPS drop gauges, and the alert transitions decided by
+        :func:`streams.enps_alerts.decide` at ``now`` (the clock of the global outputs)."""
         s = self.settings
         all_drops = pulse.enps_drops(merged, now, s.anonymity_threshold, float("-inf"))
         set_gauge_family(self.metrics.enps_drop, {(d["group"],): d["drop"] for d in all_drops})
-        dropping = {d["group"]: d for d in all_drops if d["drop"] > s.enps_drop_points}
-        for group, d in sorted(dropping.items()):
-            if group in self.enps_firing:
-                continue
-            day = time.strftime("%Y-%m-%d", time.gmtime(now / 1000))
-            record = {
-                "alert_id": f"enps_drop:{group}:{day}",
-                "kind": "ENPS_DROP",
-                "status": "FIRING",
-                "subject": group,
-                "pipeline": None,
-                "stage": None,
-                "owner_id": None,
-                "amount": None,
-                "currency": None,
-                "days_in_stage": d["drop"],
-                "threshold": s.enps_drop_points,
-                "fired_at": now,
-                "resolved_at": None,
-                "summary": f"eNPS of {group} fell {d['drop']:.1f} points in 30 days "
-                f"({d['previous']:.1f} -> {d['current']:.1f}), threshold {s.enps_drop_points:g}",
-            }
-            self.enps_firing[group] = record
+        _, records = enps_alerts.decide(self.enps_latest, all_drops, s.enps_drop_points, now)
+        for record in records:
             await self.emit_alert(record)
-        for group, firing in sorted(self.enps_firing.items()):
-            if group not in dropping:
-                resolved = {
-                    **firing,
-                    "status": "RESOLVED",
-                    "resolved_at": now,
-                    "summary": f"eNPS of {group} recovered: no longer more than "
-                    f"{s.enps_drop_points:g} points below the previous 30 days",
-                }
-                del self.enps_firing[group]
-                await self.emit_alert(resolved)
+            # known once sent: a failed send is decided and sent again on the next pass
+            self.enps_latest = enps_alerts.recover(self.enps_latest, record)
 
     # ------------------------------------------------------------------ queries
     def merged_deals(self) -> dict[str, Any]:

@@ -55,6 +55,8 @@ SAMPLE_RECORD: dict[str, Any] = {
     "currency": "EUR",
     "days_in_stage": 22.5,
     "threshold": 21.0,
+    "value": 22.5,
+    "unit": "days",
     "fired_at": 0,
     "resolved_at": None,
     "summary": 'Deal D-1 "sample" stalled',
@@ -109,22 +111,46 @@ def _fmt_amount(amount: str | None, currency: str | None) -> str | None:
     return f"{text} {currency}" if currency else text
 
 
+#: kind -> (title of the subject, of the value, of the threshold) in the default body
+WORDS: dict[str, tuple[str, str, str]] = {
+    "STALLED_DEAL": ("Deal", "Days in stage", "Threshold (days)"),
+    "ENPS_DROP": ("Group", "eNPS drop (points)", "Threshold (points)"),
+}
+
+
+def _words(record: dict[str, Any]) -> tuple[str, str, str]:
+    """The field titles of a record's kind; an unknown kind gets generic ones with its unit."""
+    if record.get("kind") in WORDS:
+        return WORDS[record["kind"]]
+    unit = f" ({record['unit']})" if record.get("unit") else ""
+    return "Subject", f"Value{unit}", f"Threshold{unit}"
+
+
+def _value(record: dict[str, Any]) -> float | None:
+    """The record's measured value.  Records written by version 1 of the contract have no
+    ``value``: both kinds kept it in ``days_in_stage`` (an eNPS drop's points too)."""
+    value = record.get("value")
+    return record.get("days_in_stage") if value is None else value
+
+
 def default_payload(record: dict[str, Any]) -> dict[str, Any]:
     """Slack-compatible message: text + one colored attachment, and the whole record under
-    ``salesops_alert`` for receivers that are not chat tools."""
+    ``salesops_alert`` for receivers that are not chat tools.  Each kind of alert names its
+    subject, value and threshold in its own words (:data:`WORDS`)."""
     status = record["status"]
     color = {"FIRING": COLOR_FIRING, "RESOLVED": COLOR_RESOLVED}.get(status, COLOR_OTHER)
-    days = record.get("days_in_stage")
+    subject_title, value_title, threshold_title = _words(record)
+    value = _value(record)
     threshold = record.get("threshold")
     fields = [
         ("Status", status),
-        ("Deal" if record.get("kind") == "STALLED_DEAL" else "Subject", record.get("subject")),
+        (subject_title, record.get("subject")),
         ("Pipeline", record.get("pipeline")),
         ("Stage", record.get("stage")),
         ("Owner", record.get("owner_id")),
         ("Amount", _fmt_amount(record.get("amount"), record.get("currency"))),
-        ("Days in stage", None if days is None else f"{days:.1f}"),
-        ("Threshold (days)", None if threshold is None else f"{threshold:g}"),
+        (value_title, None if value is None else f"{value:.1f}"),
+        (threshold_title, None if threshold is None else f"{threshold:g}"),
     ]
     return {
         "text": record["summary"],

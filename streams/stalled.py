@@ -29,6 +29,7 @@ from streams.events import DAY_MS
 from streams.pipelines import PipelineConfig
 
 KIND = "STALLED_DEAL"
+UNIT = "days"  # of an alert record's value and threshold
 FIRING = "FIRING"
 RESOLVED = "RESOLVED"
 ALERT_STATUSES = (FIRING, RESOLVED)
@@ -185,7 +186,10 @@ class AlertTransition:
     kind: str = KIND
 
     def to_record(self) -> dict[str, Any]:
-        """The ``schemas/Alert.avsc`` record; money as a decimal string, times in epoch ms."""
+        """The ``schemas/Alert.avsc`` record; money as a decimal string, times in epoch ms.
+
+        ``value`` and ``days_in_stage`` both hold the days in stage (``days_in_stage`` for
+        readers of version 1 of the contract); ``threshold`` and ``unit`` say days."""
         return {
             "alert_id": self.alert_id,
             "kind": self.kind,
@@ -198,6 +202,8 @@ class AlertTransition:
             "currency": self.currency,
             "days_in_stage": self.days_in_stage,
             "threshold": self.threshold_days,
+            "value": self.days_in_stage,
+            "unit": UNIT,
             "fired_at": self.fired_at,
             "resolved_at": self.resolved_at,
             "summary": self.summary,

@@ -232,3 +232,56 @@ def test_money_sums_far_beyond_decimal_18_2_fit_the_contract() -> None:
     record = {"period": "2026-11", "pipeline": "p", "currency": "USD", "as_of": 0}
     record.update({n: value for n in names})
     assert codec.decode(codec.encode(record))["end"] == value
+
+
+# -- Alert: version 2 adds value and unit --------------------------------------------------
+
+ALERT_V1_RECORD = {
+    "alert_id": "stalled:D-17:proposal:1700000000000",
+    "kind": "STALLED_DEAL",
+    "status": "FIRING",
+    "subject": "D-17",
+    "pipeline": "enterprise",
+    "stage": "proposal",
+    "owner_id": "u-3",
+    "amount": "12000",
+    "currency": "EUR",
+    "days_in_stage": 23.4,
+    "threshold": 21.0,
+    "fired_at": datetime(2023, 12, 8, tzinfo=UTC),
+    "resolved_at": None,
+    "summary": "Deal D-17 stalled",
+}
+ALERT_V2_RECORD = {**ALERT_V1_RECORD, "value": 23.4, "unit": "days"}
+
+
+def test_alert_version_2_adds_value_and_unit_with_defaults_and_keeps_version_1() -> None:
+    (v1,) = writer_versions("Alert")
+    old, new = json.loads(v1), json.loads(load_schema_json("Alert"))
+    added = [f for f in new["fields"] if f["name"] not in {g["name"] for g in old["fields"]}]
+    assert [(f["name"], f["type"], f["default"]) for f in added] == [
+        ("value", ["null", "double"], None),
+        ("unit", ["null", "string"], None),
+    ]
+    assert fingerprint(v1) != fingerprint(load_schema_json("Alert"))  # a new writer version
+    fast, ref = Codec.for_record("Alert"), ReferenceCodec.for_record("Alert")
+    assert fast.encode(ALERT_V2_RECORD) == ref.encode(ALERT_V2_RECORD)
+
+
+def test_alert_records_of_version_1_are_read_by_the_current_version() -> None:
+    v1 = writer_versions("Alert")[0]
+    for old_bytes in (Codec(v1).encode(ALERT_V1_RECORD), ReferenceCodec(v1).encode(ALERT_V1_RECORD)):
+        for reader in (Codec.for_record("Alert"), ReferenceCodec.for_record("Alert")):
+            assert reader.decode(old_bytes) == {**ALERT_V1_RECORD, "value": None, "unit": None}
+
+
+def test_alert_records_of_version_2_are_read_by_a_version_1_reader_given_the_new_schema() -> None:
+    # a consumer still on version 1 that ships the new .avsc as a writer version resolves
+    # new records into its own shape (value and unit dropped)
+    v1, v2 = writer_versions("Alert")[0], load_schema_json("Alert")
+    new_bytes = Codec.for_record("Alert").encode(ALERT_V2_RECORD)
+    for reader in (Codec(v1, writer_versions=[v2]), ReferenceCodec(v1, writer_versions=[v2])):
+        assert reader.decode(new_bytes) == ALERT_V1_RECORD
+    # without it the fingerprint is unknown: refused clearly, not misread
+    with pytest.raises(DecodeError, match="unknown writer schema"):
+        Codec(v1).decode(new_bytes)

@@ -159,6 +159,8 @@ def test_fires_at_due_not_before_with_the_full_record() -> None:
         "currency": "EUR",
         "days_in_stage": 0.001,
         "threshold": 0.001,
+        "value": 0.001,
+        "unit": "days",
         "fired_at": T0 + PROPOSAL_MS,
         "resolved_at": None,
         "summary": "Deal D-17 (enterprise/proposal, 12,000.00 EUR, owner u-3) stalled: "

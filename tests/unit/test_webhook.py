@@ -25,6 +25,7 @@ from sinks.webhook import (
     DeliveryResult,
     InMemoryLedger,
     WebhookSink,
+    default_payload,
 )
 
 FIRING_RECORD: dict[str, Any] = {
@@ -39,6 +40,8 @@ FIRING_RECORD: dict[str, Any] = {
     "currency": "EUR",
     "days_in_stage": 23.4,
     "threshold": 21.0,
+    "value": 23.4,
+    "unit": "days",
     "fired_at": 1_700_000_000_000 + 23 * 86_400_000,
     "resolved_at": None,
     "summary": "Deal D-17 (enterprise/proposal, 12,000.00 EUR, owner u-3) stalled: "
@@ -161,6 +164,67 @@ def test_resolved_is_green_and_a_separate_delivery() -> None:
         assert rx.bodies()[1]["attachments"][0]["color"] == COLOR_RESOLVED
 
     run(scenario)
+
+
+ENPS_RECORD: dict[str, Any] = {
+    "alert_id": "enps_drop:team:sales:2026-11-03",
+    "kind": "ENPS_DROP",
+    "status": "FIRING",
+    "subject": "team:sales",
+    "pipeline": None,
+    "stage": None,
+    "owner_id": None,
+    "amount": None,
+    "currency": None,
+    "days_in_stage": None,
+    "threshold": 10.0,
+    "value": 40.0,
+    "unit": "points",
+    "fired_at": 1_793_696_400_000,
+    "resolved_at": None,
+    "summary": "eNPS of team:sales fell 40.0 points in 30 days (60.0 -> 20.0), threshold 10",
+}
+
+
+def fields_of(record: dict[str, Any]) -> list[tuple[str, str]]:
+    (attachment,) = default_payload(record)["attachments"]
+    return [(f["title"], f["value"]) for f in attachment["fields"]]
+
+
+def test_an_enps_drop_speaks_of_points_not_days() -> None:
+    async def scenario() -> None:
+        async with Receiver() as rx:
+            sink = make_sink(rx.url, Sleeps())
+            assert (await sink.deliver(ENPS_RECORD)).delivered
+            await sink.aclose()
+        (body,) = rx.bodies()
+        assert body["text"] == ENPS_RECORD["summary"] and body["salesops_alert"] == ENPS_RECORD
+        (attachment,) = body["attachments"]
+        assert [(f["title"], f["value"]) for f in attachment["fields"]] == [
+            ("Status", "FIRING"),
+            ("Group", "team:sales"),
+            ("eNPS drop (points)", "40.0"),
+            ("Threshold (points)", "10"),
+        ]
+
+    run(scenario)
+
+
+def test_records_of_version_1_show_their_value_in_their_own_words() -> None:
+    # version 1 had no value or unit: both kinds kept the value in days_in_stage
+    v1_enps = {**ENPS_RECORD, "days_in_stage": 40.0} | {"value": None, "unit": None}
+    assert fields_of(v1_enps)[2:] == [("eNPS drop (points)", "40.0"), ("Threshold (points)", "10")]
+    v1_stalled = {k: v for k, v in FIRING_RECORD.items() if k not in ("value", "unit")}
+    assert fields_of(v1_stalled)[-2:] == [("Days in stage", "23.4"), ("Threshold (days)", "21")]
+
+
+def test_value_wins_over_days_in_stage_and_an_unknown_kind_names_its_unit() -> None:
+    assert ("Days in stage", "23.4") in fields_of({**FIRING_RECORD, "days_in_stage": None})
+    assert fields_of({**ENPS_RECORD, "kind": "QUOTA_MISS", "unit": "percent"})[1:] == [
+        ("Subject", "team:sales"),
+        ("Value (percent)", "40.0"),
+        ("Threshold (percent)", "10"),
+    ]
 
 
 def test_custom_template_renders_json_literals() -> None:
