@@ -27,7 +27,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from agents import broker_health
+from agents import broker_health, lag
 from agents.changelog import DurableTable, TableWriter
 from agents.outputs import Publisher
 from agents.partials import PartialExchange, partition_for
@@ -35,7 +35,7 @@ from agents.records import DealRecord, FramedRecord, FramedTable, TableLedger
 from agents.settings import Settings
 from agents.web import define_routes
 from schemas.codec import Codec, DecodeError
-from sinks.metrics import SalesopsMetrics, set_gauge_family
+from sinks.metrics import ERROR_SINKS, SalesopsMetrics, set_gauge_family
 from sinks.webhook import WebhookSink
 from streams import enps_alerts, pulse, stalled
 from streams.clock import Clock, WallClock
@@ -220,6 +220,9 @@ class SalesopsWorker:
         app.timer(s.flush_interval_s, name="publish-views")(self.publish_views)
         app.timer(s.stall_check_interval_s, name="stall-checks")(self.emit_due_checks)
         app.task(self.read_partials)
+        # consumer lag of the input partitions this worker owns
+        inputs = [s.deal_events_topic, s.topic("stall-checks"), s.responses_topic, s.invitations_topic]
+        lag.install(app, self.metrics, inputs + ([s.alerts_topic] if s.webhook_url else []))
         define_routes(self)
 
     # ------------------------------------------------------------------ batches
@@ -666,6 +669,9 @@ class SalesopsWorker:
         s = self.settings
         all_drops = pulse.enps_drops(merged, now, s.anonymity_threshold, float("-inf"))
         set_gauge_family(self.metrics.enps_drop, {(d["group"],): d["drop"] for d in all_drops})
+        margins = pulse.enps_drop_margins(merged, now, s.anonymity_threshold)
+        set_gauge_family(self.metrics.enps_drop_margin, {(g,): m for g, m in margins.items()})
+        self.metrics.enps_drop_threshold.set(s.enps_drop_points)
         _, records = enps_alerts.decide(self.enps_latest, all_drops, s.enps_drop_points, now)
         for record in records:
             await self.emit_alert(record)
@@ -733,7 +739,11 @@ def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] 
         log.error("startup_failed error=%s", exc)
         return 2
     worker = SalesopsWorker(settings)
-    worker.metrics.prime([settings.deal_events_topic, settings.responses_topic, settings.invitations_topic])
+    worker.metrics.prime(
+        [settings.deal_events_topic, settings.responses_topic, settings.invitations_topic],
+        sinks=[sink for sink in ERROR_SINKS if sink != "redis" or settings.redis_url],
+        webhook=bool(settings.webhook_url),
+    )
     # metadata backoff, the Kafka client log filter, salesops_broker_up and its probe
     broker_health.install(worker.app, worker.metrics, settings.bootstrap_list)
     if on_started:

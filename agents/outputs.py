@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from schemas.codec import Codec
 from sinks.aggregate_topics import AggregateTopicSink
 from sinks.base import SinkError, SinkUnavailable
-from sinks.metrics import set_gauge_family
+from sinks.metrics import STAGE_AGE_STATISTICS, dimension_members, set_gauge_family
 from sinks.redis_snapshot import RedisSnapshotSink
 from streams import pulse
 from streams.clock import NO_WATERMARK_MS
@@ -119,8 +119,11 @@ def funnel_records(result: dict[str, Any], currency: str) -> dict[str, dict[str,
     return out
 
 
+MOVEMENT_CHANGES = ("start", "new", "reopened", "increased", "decreased", "won", "lost", "deleted", "end")
+
+
 def movement_records(period: str, rows: list[dict[str, Any]], currency: str) -> dict[str, dict[str, Any]]:
-    names = ("start", "new", "reopened", "increased", "decreased", "won", "lost", "deleted", "end")
+    names = MOVEMENT_CHANGES
     return {
         f"{period}:{r['pipeline']}": {
             "period": period,
@@ -134,12 +137,14 @@ def movement_records(period: str, rows: list[dict[str, Any]], currency: str) -> 
 
 @dataclass
 class GlobalFigures:
-    """Merged results the ratio gauges are set from: funnel per period label, aging rows,
-    eNPS rows per window."""
+    """Merged results the global gauges are set from: funnel per period label, aging rows,
+    eNPS rows per window, open pipeline rows, movement rows per period label."""
 
     funnels: dict[str, dict[str, Any]] = field(default_factory=dict)
     aging: list[dict[str, Any]] = field(default_factory=list)
     enps: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pipeline: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    movement: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class Publisher:
@@ -176,7 +181,9 @@ class Publisher:
         stalled = Counter(
             (a["pipeline"], a["stage"]) for p in w.partitions.values() for a in p.firing.values()
         )
-        set_gauge_family(m.stalled_deals, {k: float(v) for k, v in stalled.items()})
+        # every stage with open deals has a series, 0 when none is stalled
+        open_stages = {(r["pipeline"], r["stage"]): 0.0 for r in rows if r["deals"]}
+        set_gauge_family(m.stalled_deals, open_stages | {k: float(v) for k, v in stalled.items()})
 
     # -------------------------------------------------------------- global outputs
     def global_records(self, now: int) -> tuple[dict[str, dict[str, dict[str, Any]]], GlobalFigures]:
@@ -186,10 +193,10 @@ class Publisher:
         views = merged["views"]
         currency = w.rates.reporting_currency
         records: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in VIEWS}
-        records["pipeline"] = pipeline_records(pipeline_rows(views), currency)
+        figures = GlobalFigures(pipeline=pipeline_rows(views))
+        records["pipeline"] = pipeline_records(figures.pipeline, currency)
         periods = [trailing_period(d, now, w.tz) for d in w.settings.trailing_windows_days]
         periods += [current_month(now, w.tz), current_quarter(now, w.tz)]
-        figures = GlobalFigures()
         for period in periods:
             result = funnel(views, w.config, period, now)
             figures.funnels[period.label] = result
@@ -202,7 +209,10 @@ class Publisher:
                 "stalled": stalled.get((r["pipeline"], r["stage"]), 0),
             }
         for period in (current_month(now, w.tz), current_quarter(now, w.tz)):
-            records["movement"].update(movement_records(period.label, movement(views, period), currency))
+            figures.movement[period.label] = movement(views, period)
+            records["movement"].update(
+                movement_records(period.label, figures.movement[period.label], currency)
+            )
         pulse_partial = w.merged_pulse()
         k = w.settings.anonymity_threshold
 
@@ -272,18 +282,52 @@ class Publisher:
         set_gauge_family(m.sales_velocity, velocity)
         ages: dict[tuple[str, ...], float] = {}
         for r in figures.aging:
-            for q, f in (("0.5", "median_days"), ("0.9", "p90_days"), ("1", "max_days")):
-                ages[(r["pipeline"], r["stage"], q)] = r[f] * 86400
+            for statistic, f in STAGE_AGE_STATISTICS.items():
+                ages[(r["pipeline"], r["stage"], statistic)] = r[f] * 86400
         set_gauge_family(m.stage_age, ages)
+        self._update_dimension_gauges(figures, currency)
         enps: dict[tuple[str, ...], float] = {}
+        margins: dict[tuple[str, ...], float] = {}
         responses: dict[tuple[str, ...], float] = {}
+        suppressed: dict[tuple[str, ...], float] = {}
         for window, rows in figures.enps.items():
+            label = f"last-{window}"  # the funnel's window style: last-30d, last-90d
             for r in rows:
-                responses[(r["group"], window)] = r["responses"]
+                key = (r["group"], label)
+                responses[key] = r["responses"]
+                suppressed[key] = 1.0 if r["suppressed"] else 0.0
                 if not r["suppressed"] and r.get("enps") is not None:
-                    enps[(r["group"], window)] = r["enps"]
+                    enps[key] = r["enps"]
+                    margins[key] = r["margin_of_error"]
         set_gauge_family(m.enps, enps)
+        set_gauge_family(m.enps_margin, margins)
         set_gauge_family(m.enps_responses, responses)
+        set_gauge_family(m.enps_suppressed, suppressed)
+
+    def _update_dimension_gauges(self, figures: GlobalFigures, currency: str) -> None:
+        """Open pipeline by owner, team and region (bounded: sinks.metrics.dimension_members),
+        and the movement of the current month and quarter."""
+        m = self.worker.metrics
+        value: dict[tuple[str, ...], float] = {}
+        weighted: dict[tuple[str, ...], float] = {}
+        deals: dict[tuple[str, ...], float] = {}
+        for dim in ("owner", "team", "region"):
+            rows = figures.pipeline.get(f"by_{dim}", [])
+            for member, cents in dimension_members(rows, dim, "value_cents").items():
+                value[(dim, member, currency)] = cents / 100
+            for member, cents in dimension_members(rows, dim, "weighted_cents").items():
+                weighted[(dim, member, currency)] = cents / 100
+            for member, n in dimension_members(rows, dim, "deals").items():
+                deals[(dim, member)] = n
+        set_gauge_family(m.dimension_value, value)
+        set_gauge_family(m.dimension_weighted_value, weighted)
+        set_gauge_family(m.dimension_deals, deals)
+        moves: dict[tuple[str, ...], float] = {}
+        for label, rows in figures.movement.items():
+            for r in rows:
+                for change in MOVEMENT_CHANGES:
+                    moves[(r["pipeline"], label, change, currency)] = r[f"{change}_cents"] / 100
+        set_gauge_family(m.movement, moves)
 
     async def publish_global(self) -> bool:
         """Publisher only: aggregate topics, Redis and the ratio gauges from merged partials.

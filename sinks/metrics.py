@@ -4,21 +4,61 @@ Additive gauges (values, counts) cover only the partitions this worker owns, so 
 Prometheus ``sum`` over all workers is the true total.  Ratio and average gauges cannot
 be summed: they are exported by the worker that owns partition 0 of the deal topic (the
 *publisher*), computed from the merged global partials; other workers leave them empty.
+
+Hygiene (``promtool check metrics`` is clean on a live worker):
+
+* every counter has its known label sets created at 0 (:meth:`SalesopsMetrics.prime`),
+  so "nothing happened" and "not exported" look different and ``increase()`` sees the
+  first event;
+* no ``*_created`` series (:func:`disable_created_series`, process-wide in client_python);
+* no gauge carries a ``quantile`` label, which Prometheus reserves for summaries: stage
+  ages use ``statistic="median|p90|max"``;
+* label values are bounded: pipelines and stages (configuration), eNPS groups (org,
+  departments, teams), windows, and owner/team/region members capped at
+  :data:`MAX_DIMENSION_MEMBERS` each (the rest summed into ``member="(other)"``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import metrics as _client_metrics
 
 from streams.validation import REASONS
 
 VERSION = "0.1.0"
 
+# Known label values, created at 0 at start
+EVENT_OUTCOMES = ("ok", "dead_letter")
+#: rejection reasons of validation, plus the worker's own (streams/deal_step.py)
+DEAD_LETTER_REASONS = tuple(dict.fromkeys((*REASONS, "deal_history_full")))
+#: salesops_sink_errors_total{sink}: every publication path that can fail and is retried
+ERROR_SINKS = ("changelog", "partials", "aggregate-topics", "redis")
+#: salesops_sink_flushes_total{sink}: the sinks whose successful flushes are counted
+FLUSH_SINKS = ("aggregate-topics", "redis")
+ALERT_KINDS = ("STALLED_DEAL", "ENPS_DROP")
+ALERT_STATUSES = ("FIRING", "RESOLVED")
+DELIVERY_OUTCOMES = ("delivered", "already_delivered", "failed")
+#: salesops_stage_age_seconds{statistic}: the aging row field each statistic comes from
+STAGE_AGE_STATISTICS = {"median": "median_days", "p90": "p90_days", "max": "max_days"}
+#: at most this many members per dimension (owner, team, region) get their own series
+MAX_DIMENSION_MEMBERS = 50
+OTHER_MEMBER = "(other)"
+
+
+def disable_created_series() -> None:
+    """Drop the ``*_created`` samples client_python adds to counters and histograms (46 of
+    401 series on a live worker, and noise for ``promtool``).  The switch is a module
+    global of client_python, read when a registry is collected, so it applies to private
+    registries too; calling it again is harmless."""
+    _client_metrics.disable_created_metrics()
+
 
 class SalesopsMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_series()
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.build_info = Info("salesops_build", "salesops version", registry=r)
@@ -88,6 +128,25 @@ class SalesopsMetrics:
             "Kafka client log lines held back (repeats, or written during a broker outage)",
             registry=r,
         )
+        # Consumer group position of this worker's assigned input partitions (agents/lag.py)
+        self.consumer_lag = Gauge(
+            "salesops_consumer_lag_records",
+            "Records in an assigned input partition after the group's committed offset",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.consumer_committed = Gauge(
+            "salesops_consumer_committed_offset",
+            "The group's committed offset of an assigned input partition (next record to read)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "salesops_assigned_partitions",
+            "Input partitions assigned to this worker, by topic",
+            ["topic"],
+            registry=r,
+        )
         # Deal pipeline (additive over this worker's partitions)
         self.pipeline_value = Gauge(
             "salesops_pipeline_value",
@@ -106,11 +165,36 @@ class SalesopsMetrics:
         )
         self.stalled_deals = Gauge(
             "salesops_stalled_deals",
-            "Open deals past their stage's stalled threshold",
+            "Open deals past their stage's stalled threshold (0 for stages with open deals)",
             ["pipeline", "stage"],
             registry=r,
         )
-        # Global ratios (publisher only)
+        # Global figures (publisher only)
+        self.dimension_value = Gauge(
+            "salesops_dimension_pipeline_value",
+            "Open pipeline value by owner, team or region (top members, the rest as (other))",
+            ["dimension", "member", "currency"],
+            registry=r,
+        )
+        self.dimension_weighted_value = Gauge(
+            "salesops_dimension_pipeline_weighted_value",
+            "Weighted open pipeline value by owner, team or region",
+            ["dimension", "member", "currency"],
+            registry=r,
+        )
+        self.dimension_deals = Gauge(
+            "salesops_dimension_pipeline_deals",
+            "Open deals by owner, team or region",
+            ["dimension", "member"],
+            registry=r,
+        )
+        self.movement = Gauge(
+            "salesops_pipeline_movement_value",
+            "Open pipeline movement in the period: start, new, reopened, increased, decreased, "
+            "won, lost, deleted, end",
+            ["pipeline", "window", "change", "currency"],
+            registry=r,
+        )
         self.stage_conversion = Gauge(
             "salesops_stage_conversion_ratio",
             "Window-based stage conversion: exits to a later stage / all exits",
@@ -155,8 +239,8 @@ class SalesopsMetrics:
         )
         self.stage_age = Gauge(
             "salesops_stage_age_seconds",
-            "Time open deals have spent in their current stage (quantile 0.5, 0.9, 1)",
-            ["pipeline", "stage", "quantile"],
+            "Time open deals have spent in their current stage: statistic median, p90 or max",
+            ["pipeline", "stage", "statistic"],
             registry=r,
         )
         # Alerts
@@ -166,25 +250,78 @@ class SalesopsMetrics:
         self.alert_deliveries = Counter(
             "salesops_alert_deliveries_total", "Webhook delivery outcomes", ["outcome"], registry=r
         )
-        # People pulse (publisher only; suppressed groups have no score series)
-        self.enps = Gauge("salesops_enps", "eNPS (-100..100)", ["group", "window"], registry=r)
+        # People pulse (publisher only)
+        self.enps = Gauge(
+            "salesops_enps", "eNPS (-100..100) of visible groups", ["group", "window"], registry=r
+        )
+        self.enps_margin = Gauge(
+            "salesops_enps_margin_of_error_points",
+            "95% margin of error of salesops_enps, in eNPS points",
+            ["group", "window"],
+            registry=r,
+        )
         self.enps_responses = Gauge(
-            "salesops_enps_responses", "Responses counted in the eNPS window", ["group", "window"], registry=r
+            "salesops_enps_responses",
+            "eNPS answers in the window, of visible and suppressed groups",
+            ["group", "window"],
+            registry=r,
+        )
+        self.enps_suppressed = Gauge(
+            "salesops_enps_suppressed",
+            "1 when the group's score is hidden (anonymity threshold or differencing rule)",
+            ["group", "window"],
+            registry=r,
         )
         self.enps_drop = Gauge(
             "salesops_enps_drop_points", "Previous 30-day eNPS minus last 30-day eNPS", ["group"], registry=r
         )
+        self.enps_drop_margin = Gauge(
+            "salesops_enps_drop_margin_points",
+            "95% margin of error of salesops_enps_drop_points (both windows' margins combined)",
+            ["group"],
+            registry=r,
+        )
+        self.enps_drop_threshold = Gauge(
+            "salesops_enps_drop_threshold_points",
+            "SALESOPS_ENPS_DROP_POINTS: a drop above it (and its margin) is alerted",
+            registry=r,
+        )
 
-    def prime(self, topics: Iterable[str]) -> None:
-        """Create label sets up front so dashboards never see gaps."""
+    def prime(
+        self,
+        topics: Iterable[str],
+        sinks: Iterable[str] = ERROR_SINKS,
+        webhook: bool = True,
+    ) -> None:
+        """Create every counter's known label sets at 0 so that dashboards never see gaps
+        and ``increase()`` counts the first event.  ``topics``: the input topics (the
+        first one is the deal topic: late events and processing times are per deal
+        event); ``sinks``: the sinks this worker writes (leave out ``redis`` when it is
+        off); ``webhook``: whether this worker delivers alerts."""
+        topics = list(topics)
+        sinks = list(sinks)
         for t in topics:
-            for outcome in ("ok", "dead_letter"):
+            for outcome in EVENT_OUTCOMES:
                 self.events.labels(t, outcome)
-        for reason in REASONS:
+            self.assigned_partitions.labels(t).set(0)
+        if topics:
+            self.late_events.labels(topics[0])
+            self.processing.labels(topics[0])
+        for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason)
+        for sink in sinks:
+            self.sink_errors.labels(sink)
+            if sink in FLUSH_SINKS:
+                self.sink_flushes.labels(sink)
+        for kind in ALERT_KINDS:
+            for status in ALERT_STATUSES:
+                self.alerts.labels(kind, status)
+        if webhook:
+            for outcome in DELIVERY_OUTCOMES:
+                self.alert_deliveries.labels(outcome)
 
 
-def set_gauge_family(gauge: Gauge, values: dict[tuple[str, ...], float]) -> None:
+def set_gauge_family(gauge: Gauge, values: Mapping[tuple[str, ...], float]) -> None:
     """Replace every series of ``gauge`` with ``values``: series that disappeared (a
     partition given up in a rebalance, a stage emptied) are removed, not left stale."""
     current = {tuple(labels) for labels in _label_sets(gauge)}
@@ -197,3 +334,20 @@ def set_gauge_family(gauge: Gauge, values: dict[tuple[str, ...], float]) -> None
 def _label_sets(gauge: Gauge) -> list[tuple[str, ...]]:
     # client_python keeps a gauge's children keyed by their label-value tuple
     return [tuple(labels) for labels in gauge._metrics]
+
+
+def dimension_members(rows: Iterable[Mapping[str, Any]], dim: str, field: str) -> dict[str, float]:
+    """``field`` summed per member of ``dim`` (``owner``, ``team`` or ``region``), bounded:
+    the :data:`MAX_DIMENSION_MEMBERS` members with the largest open value (ties by name)
+    keep their own series, every other member is summed into :data:`OTHER_MEMBER`.
+
+    The choice depends on the open value only, so the value, weighted value and deal
+    series of a member appear and disappear together."""
+    rows = list(rows)
+    ranked = sorted(rows, key=lambda r: (-r["value_cents"], str(r[dim])))
+    kept = {str(r[dim]) for r in ranked[:MAX_DIMENSION_MEMBERS]}
+    out: dict[str, float] = {}
+    for r in rows:
+        member = str(r[dim]) if str(r[dim]) in kept else OTHER_MEMBER
+        out[member] = out.get(member, 0.0) + r[field]
+    return out

@@ -786,18 +786,40 @@ def enps_drops(
     answers and not hidden by the differencing guard), since the alert shows both scores.
     Rows ``group``, ``previous``, ``current``, ``drop``; the largest drop first.
     """
-    tz, dims = _head(partial, k)
-    current = trailing_period(DROP_WINDOW_DAYS, now_ms, tz)
-    previous = Period("previous-30d", current.first_day - DROP_WINDOW_DAYS, current.first_day - 1)
-    cur_groups, cur_hidden = _window_table(partial, current, dims, k)
-    prev_groups, prev_hidden = _window_table(partial, previous, dims, k)
     drops: list[dict[str, Any]] = []
-    for group in cur_groups.keys() & prev_groups.keys():
-        if group in cur_hidden or group in prev_hidden:
-            continue
-        before, now = enps(*prev_groups[group]), enps(*cur_groups[group])
+    for group, (prev_counts, cur_counts) in _drop_windows(partial, now_ms, k).items():
+        before, now = enps(*prev_counts), enps(*cur_counts)
         assert before is not None and now is not None  # visible groups have >= k >= 1 answers
         if before - now > min_drop_points:
             drops.append({"group": group, "previous": before, "current": now, "drop": before - now})
     drops.sort(key=lambda r: (-r["drop"], _group_order(r["group"])))
     return drops
+
+
+def enps_drop_margins(partial: Mapping[str, Any], now_ms: int, k: int) -> dict[str, float]:
+    """95% margin of error of each group's drop (the groups :func:`enps_drops` reports):
+    ``sqrt(m_previous^2 + m_current^2)`` in points, the margin of the difference of two
+    independent estimates, each from :func:`enps_margin`.  A drop smaller than this is
+    within the noise of the two samples."""
+    margins = {}
+    for group, (prev_counts, cur_counts) in _drop_windows(partial, now_ms, k).items():
+        before, now = enps_margin(*prev_counts), enps_margin(*cur_counts)
+        assert before is not None and now is not None  # visible groups have >= k >= 1 answers
+        margins[group] = math.hypot(before, now)
+    return margins
+
+
+def _drop_windows(partial: Mapping[str, Any], now_ms: int, k: int) -> dict[str, tuple[list[int], list[int]]]:
+    """group -> (previous, current) [promoters, passives, detractors] of the drop windows:
+    current = the 30 days ending with ``day_of(now)``, previous = days 31..60 back; only
+    groups visible in both windows' tables."""
+    tz, dims = _head(partial, k)
+    current = trailing_period(DROP_WINDOW_DAYS, now_ms, tz)
+    previous = Period("previous-30d", current.first_day - DROP_WINDOW_DAYS, current.first_day - 1)
+    cur_groups, cur_hidden = _window_table(partial, current, dims, k)
+    prev_groups, prev_hidden = _window_table(partial, previous, dims, k)
+    return {
+        group: (prev_groups[group], cur_groups[group])
+        for group in cur_groups.keys() & prev_groups.keys()
+        if group not in cur_hidden and group not in prev_hidden
+    }

@@ -229,7 +229,8 @@ def test_enps_drop_fires_one_alert_on_the_alerts_topic(names: Names, start_worke
     drops = {(a["subject"], a["status"]) for a in alerts}
     assert ("team:sales", "FIRING") in drops and ("org", "FIRING") in drops
     team = next(a for a in alerts if a["subject"] == "team:sales")
-    assert team["kind"] == "ENPS_DROP" and team["days_in_stage"] == 100.0 and team["threshold"] == 50.0
+    assert team["kind"] == "ENPS_DROP" and team["threshold"] == 50.0
+    assert (team["value"], team["unit"], team["days_in_stage"]) == (100.0, "points", None)
     assert worker.sample("salesops_enps_drop_points", group="team:sales") == 100.0
     # a second publisher pass, and a restart, do not repeat the FIRING
     worker.stop()
