@@ -11,6 +11,9 @@ included, and applies the access rules:
   compared in constant time.
 * ``/api/*`` answers 503 ``{"error": "not ready", "missing": [...]}`` until the worker is
   ready (:func:`readiness`), instead of empty views that look like real zeros.
+* ``/`` (and ``/overview``) is the read-only HTML overview (:mod:`agents.overview`): under
+  the same token rule, a 503 HTML page while not ready; its static files under
+  ``/overview/`` carry no data.
 
 The server binds ``SALESOPS_WEB_HOST`` (default 127.0.0.1); binding another address
 without a token is logged as a warning at start.
@@ -29,6 +32,7 @@ from faust.web import Request, Response, View
 from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from agents import overview
 from agents.records import DealRecord
 from agents.settings import is_loopback
 from streams import pulse
@@ -125,6 +129,25 @@ def define_routes(worker: SalesopsWorker) -> None:
         return aioweb.Response(  # type: ignore[return-value]  # faust's Response is aiohttp's
             body=generate_latest(worker.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+    async def overview_page(view: View, request: Request) -> Response:
+        return overview.page_response(readiness(worker))  # type: ignore[return-value]  # aiohttp's
+
+    # Registered before Faust adds its own "/" ({"status": "OK"}) at server start: the
+    # first route of a path answers.
+    app.page("/", name="overview")(overview_page)
+    app.page("/overview", name="overview_alias")(overview_page)
+
+    def asset_page(name: str) -> Any:
+        overview.read(name)  # fail at start, not at the first request, if a file is missing
+
+        async def page(view: View, request: Request) -> Response:
+            return overview.asset_response(name)  # type: ignore[return-value]
+
+        return page
+
+    for name in overview.ASSETS:
+        app.page(f"/overview/{name}", name=f"overview_{name}")(asset_page(name))
 
     @app.page("/healthz")
     async def healthz_page(view: View, request: Request) -> Response:

@@ -8,6 +8,7 @@ STACK="deploy/local/stack.sh"
 PORT="${SALESOPS_WEB_PORT:-6066}"
 LOGS="$ROOT/.local/demo"
 mkdir -p "$LOGS"
+echo "demo: overview at http://127.0.0.1:$PORT/ once it is up (starting Kafka, Redis, the worker, the simulator)"
 
 stack_started=0
 if ! bash "$STACK" status >/dev/null 2>&1; then
@@ -63,6 +64,7 @@ sim_pid=$!
 cat <<MSG
 
   salesops demo is running (Ctrl-C stops it)
+    overview    http://127.0.0.1:$PORT/   <- open this in a browser: charts of every view below
     metrics     http://127.0.0.1:$PORT/metrics
     readiness   http://127.0.0.1:$PORT/readyz
     pipeline    http://127.0.0.1:$PORT/api/pipeline
@@ -74,4 +76,9 @@ cat <<MSG
     logs        $LOGS/worker.log, $LOGS/simulator.log
 
 MSG
+if [[ -n ${SALESOPS_API_TOKEN:-} ]]; then
+  echo "  SALESOPS_API_TOKEN is set: the overview and /api need 'Authorization: Bearer <token>'"
+  echo "  (a browser gets it from a proxy that adds the header)"
+  echo
+fi
 wait "$worker_pid"
