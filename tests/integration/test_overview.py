@@ -125,6 +125,8 @@ def page_rows(driver: webdriver.Chrome) -> dict[tuple[str, str], tuple[str, str]
     return rows
 
 
+# the first run on a machine may install chromium (apt-get) inside this test's time
+@pytest.mark.timeout(900)
 def test_overview_page_shows_the_api_totals_in_a_real_browser(
     names: Names, start_worker, tmp_path: Path, browser: webdriver.Chrome
 ) -> None:
