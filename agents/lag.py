@@ -8,8 +8,9 @@ invitations, and the alerts topic when this worker delivers webhooks):
   restart would read again or that are still to be processed, as
   ``kafka-consumer-groups.sh --describe`` shows it.  Before the group has committed
   anything in a partition, the partition's earliest offset stands in for the commit;
-* ``salesops_consumer_committed_offset{topic,partition}``: the committed offset itself
-  (a stuck consumer is one whose lag is above 0 while this does not move);
+* ``salesops_consumer_committed_offset{topic,partition}``: the offset the group resumes
+  from, the one the lag counts from (the committed offset, else the earliest): a stuck
+  consumer is one whose lag stays above 0 while this does not move;
 * ``salesops_assigned_partitions{topic}``: how many partitions of each topic this
   worker has (0 for a topic it has none of, so an idle worker is visible).
 
@@ -90,8 +91,9 @@ class LagMonitor:
             lag = partition_lag(highwaters.get(tp), committed[tp], earliest.get(tp))
             if lag is not None:
                 lags[labels] = lag
-            if committed[tp] is not None:
-                offsets[labels] = committed[tp]
+            resume = committed[tp] if committed[tp] is not None else earliest.get(tp)
+            if resume is not None:
+                offsets[labels] = resume
         set_gauge_family(self.metrics.consumer_lag, lags)
         set_gauge_family(self.metrics.consumer_committed, offsets)
 

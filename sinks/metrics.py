@@ -137,7 +137,7 @@ class SalesopsMetrics:
         )
         self.consumer_committed = Gauge(
             "salesops_consumer_committed_offset",
-            "The group's committed offset of an assigned input partition (next record to read)",
+            "Offset the group resumes from in an assigned input partition: its commit, else the earliest",
             ["topic", "partition"],
             registry=r,
         )
