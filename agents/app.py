@@ -742,7 +742,6 @@ def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] 
     worker.metrics.prime(
         [settings.deal_events_topic, settings.responses_topic, settings.invitations_topic],
         sinks=[sink for sink in ERROR_SINKS if sink != "redis" or settings.redis_url],
-        webhook=bool(settings.webhook_url),
     )
     # metadata backoff, the Kafka client log filter, salesops_broker_up and its probe
     broker_health.install(worker.app, worker.metrics, settings.bootstrap_list)

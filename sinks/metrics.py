@@ -287,17 +287,12 @@ class SalesopsMetrics:
             registry=r,
         )
 
-    def prime(
-        self,
-        topics: Iterable[str],
-        sinks: Iterable[str] = ERROR_SINKS,
-        webhook: bool = True,
-    ) -> None:
+    def prime(self, topics: Iterable[str], sinks: Iterable[str] = ERROR_SINKS) -> None:
         """Create every counter's known label sets at 0 so that dashboards never see gaps
         and ``increase()`` counts the first event.  ``topics``: the input topics (the
         first one is the deal topic: late events and processing times are per deal
         event); ``sinks``: the sinks this worker writes (leave out ``redis`` when it is
-        off); ``webhook``: whether this worker delivers alerts."""
+        off).  Webhook outcomes are created too: they stay 0 without a webhook."""
         topics = list(topics)
         sinks = list(sinks)
         for t in topics:
@@ -316,9 +311,8 @@ class SalesopsMetrics:
         for kind in ALERT_KINDS:
             for status in ALERT_STATUSES:
                 self.alerts.labels(kind, status)
-        if webhook:
-            for outcome in DELIVERY_OUTCOMES:
-                self.alert_deliveries.labels(outcome)
+        for outcome in DELIVERY_OUTCOMES:
+            self.alert_deliveries.labels(outcome)
 
 
 def set_gauge_family(gauge: Gauge, values: Mapping[tuple[str, ...], float]) -> None:
