@@ -163,6 +163,9 @@ class Message:
     value: bytes | None
     timestamp: float | None = None
 
+    def incref(self) -> None:
+        """Faust counts references to a message until it is acked; nothing commits here."""
+
 
 @dataclass(slots=True)
 class Event:
@@ -170,11 +173,15 @@ class Event:
 
 
 class _Stream:
-    """``handle_batch`` tells the stream which event it handles (RocksDB picks the
-    partition of a table write from it); the memory store does not need it."""
+    """What the batch handler calls on Faust's stream: which event it handles (RocksDB
+    picks the partition of a table write from it) and the acks that make offsets
+    committable; here there is neither a RocksDB store nor a commit."""
 
     def _set_current_event(self, event: Any) -> None:
         pass
+
+    async def ack(self, event: Any) -> bool:
+        return True
 
 
 @dataclass(slots=True)
