@@ -7,8 +7,8 @@ import pytest
 from agents.records import DealRecord
 from schemas.codec import Codec
 from streams.events import DealEvent
-from tests.bench.bench_worker import Progress, Report, Row, quantile, render
 from tests.bench.pipeline import CoreStep, InProcessWorker, build_dataset, created_deals, partition_of
+from tests.bench.report import Progress, Report, Row, quantile, render
 
 
 def test_quantile_interpolates_inside_the_bucket() -> None:
