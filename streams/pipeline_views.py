@@ -71,7 +71,7 @@ from itertools import accumulate
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from streams.deals import CLOSED_STATUSES, OPEN, WON, Deal
+from streams.deals import CLOSED_STATUSES, OPEN, WON, Deal, Observation
 from streams.events import DAY_MS
 from streams.periods import Period, PeriodError, day_of
 from streams.pipelines import PipelineConfig, Rates
@@ -79,6 +79,7 @@ from streams.pipelines import PipelineConfig, Rates
 PARTIAL_VERSION = 2  # 2: aging as a bounded summary (1 listed every open deal)
 UNKNOWN = "unknown"
 OPEN_FIELDS = ("deals", "value_cents", "weighted_cents", "unpriced")
+_OPEN_FIGURES = OPEN_FIELDS[1:]  # what _open_figures gives after the four row keys
 FUNNEL_COUNTERS = ("entered", "exited", "advanced", "regressed", "cohort_advanced")
 # what a skipped stage counts at the jump: it was entered, left forwards, and reached a later stage
 _PASSED_THROUGH = ("entered", "exited", "advanced", "cohort_advanced")
@@ -92,8 +93,6 @@ _DIMENSIONS = ("owner", "team", "region")
 # fall on different days (historic odd offsets) is never cached.
 _SLICE_MS = 15 * 60 * 1000
 _MAX_CACHED_SLICES = 1 << 20
-# contributions of the deals updated last, so replace() need not recompute the old state's
-_RECENT_DEALS = 2048
 
 # Aging summary: entry times are counted in cells of AGING_BASE_MS x 2**level, aligned on
 # the epoch, at the smallest level whose cells span the stage's entries in AGING_CELLS
@@ -134,50 +133,43 @@ class PipelineViews:
         }
         self._slice_days: dict[int, int] = {}
         self._months: dict[int, int] = {}
-        self._recent: dict[str, tuple[Deal, dict[tuple[Any, ...], int]]] = {}
 
     def replace(self, old: Deal | None, new: Deal | None) -> None:
         """Swap one deal's contribution: ``old`` is the state previously added (None for a
-        new deal), ``new`` the state now in the table (None when it is removed)."""
+        new deal), ``new`` the state now in the table (None when it is removed).
+
+        Costs what changed, not both deals' whole contributions: the part that depends on
+        the current state (open pipeline, aging, closed) is swapped only when its inputs
+        differ, and the movement and funnel counts are emitted by a left-to-right walk
+        over the observations (:meth:`_walk`) whose emissions for the observations the two
+        states share as a prefix are identical, so only those after it are swapped."""
         if old is new:
             return
-        # ``removed`` is private to this call (fresh, or popped from the cache): mutate it
-        removed = self._contributions_of_added(old) if old is not None else {}
-        added: dict[tuple[Any, ...], int] = {}
+        self._swap_current(old, new)
+        if old is not None and new is not None and old.pipeline == new.pipeline:
+            a, b = old.observations, new.observations
+            n = min(len(a), len(b))
+            p = 0
+            while p < n and (a[p] is b[p] or a[p] == b[p]):
+                p += 1
+            if p < len(a):
+                self._walk(old.pipeline, a, -1, p)
+            if p < len(b):
+                self._walk(new.pipeline, b, 1, p)
+            return
+        if old is not None:
+            self._walk(old.pipeline, old.observations, -1)
         if new is not None:
-            added = self._contributions(new)
-            self._remember(new, added)
-        counts = self._counts
-        for key, n in added.items():
-            d = n - removed.pop(key, 0)
-            if d:
-                total = counts.get(key, 0) + d
-                if total:
-                    counts[key] = total
-                else:
-                    del counts[key]
-        for key, n in removed.items():
-            if n:
-                total = counts.get(key, 0) - n
-                if total:
-                    counts[key] = total
-                else:
-                    del counts[key]
+            self._walk(new.pipeline, new.observations, 1)
 
-    def _contributions_of_added(self, deal: Deal) -> dict[tuple[Any, ...], int]:
-        # The contribution of the state added last time is usually that very object (memory
-        # tables) or an equal copy (a table that deserializes): skip recomputing it.
-        hit = self._recent.pop(deal.deal_id, None)
-        if hit is not None and (hit[0] is deal or hit[0] == deal):
-            return hit[1]
-        return self._contributions(deal)
-
-    def _remember(self, deal: Deal, contributions: dict[tuple[Any, ...], int]) -> None:
-        recent = self._recent
-        recent.pop(deal.deal_id, None)
-        recent[deal.deal_id] = (deal, contributions)
-        if len(recent) > _RECENT_DEALS:
-            del recent[next(iter(recent))]
+    def _bump(self, key: tuple[Any, ...], n: int) -> None:
+        if n:
+            counts = self._counts
+            total = counts.get(key, 0) + n
+            if total:
+                counts[key] = total
+            else:
+                del counts[key]
 
     def partial(self) -> dict[str, Any]:
         """The JSON-able snapshot of this partition (structure in :func:`empty_partial`).
@@ -248,115 +240,200 @@ class PipelineViews:
             m = self._months[day] = d.year * 12 + d.month - 1
         return m
 
-    def _contributions(self, deal: Deal) -> dict[tuple[Any, ...], int]:
-        """This deal's contribution to every counter (zeros possible; hot path, written flat)."""
-        delta: defaultdict[tuple[Any, ...], int] = defaultdict(int)
-        to_cents = self._rates.to_reporting_cents
-        pid = deal.pipeline
+    def _current_inputs(self, deal: Deal | None) -> tuple[Any, ...] | None:
+        """Everything the open, aging and closed counts of ``deal`` depend on (None: none)."""
+        if deal is None:
+            return None
         status = deal.status
-
         if status == OPEN:
-            amount_cents = to_cents(deal.amount, deal.currency)
-            unpriced = amount_cents is None
-            cents = 0 if amount_cents is None else amount_cents
-            p = deal.probability
-            if p is None:
-                p = self._probabilities.get(pid, _NONE).get(deal.stage, 0.0)
-            value = cents
-            weighted = weighted_cents(cents, p)
-            for dim, a, b in (
-                ("stage", pid, deal.stage),
-                ("owner", deal.owner_id or UNKNOWN, ""),
-                ("team", deal.team or UNKNOWN, ""),
-                ("region", deal.region or UNKNOWN, ""),
-            ):
-                delta["o", dim, a, b, "deals"] += 1
-                delta["o", dim, a, b, "value_cents"] += value
-                delta["o", dim, a, b, "weighted_cents"] += weighted
-                if unpriced:
-                    delta["o", dim, a, b, "unpriced"] += 1
-            delta["a", pid, deal.stage, deal.current_visit().entered_at] += 1
-        elif status in CLOSED_STATUSES:
+            return (
+                deal.pipeline,
+                deal.stage,
+                deal.amount,
+                deal.currency,
+                deal.probability,
+                deal.owner_id,
+                deal.team,
+                deal.region,
+                deal.current_visit().entered_at,
+            )
+        if status in CLOSED_STATUSES:
             closing = deal.closing_observation()
             assert closing is not None
-            cents = to_cents(closing.amount, closing.currency) or 0
-            day = self._day(closing.occurred_at)
-            if status == WON:
-                delta["c", pid, day, "won_count"] += 1
-                delta["c", pid, day, "won_cents"] += cents
-                delta["c", pid, day, "cycle_ms_sum"] += closing.occurred_at - deal.created_at
+            return (deal.pipeline, status, closing, deal.created_at)
+        return None
+
+    def _swap_current(self, old: Deal | None, new: Deal | None) -> None:
+        """Replace the open pipeline, aging and closed counts of ``old`` by those of ``new``
+        when their inputs differ; open dimensions whose key and figures stay are skipped."""
+        a, b = self._current_inputs(old), self._current_inputs(new)
+        if a == b:
+            return
+        old_open = self._open_figures(old) if old is not None and old.status == OPEN else None
+        new_open = self._open_figures(new) if new is not None and new.status == OPEN else None
+        if old_open is not None and new_open is not None:
+            before, after = old_open[4:], new_open[4:]
+            for x, y in zip(old_open[:4], new_open[:4], strict=True):
+                if x != y:
+                    self._add_open(x, before, -1)
+                    self._add_open(y, after, 1)
+                elif before != after:  # same row: only its figures change
+                    dim, row_a, row_b = x
+                    for name, m, n in zip(_OPEN_FIGURES, before, after, strict=True):
+                        self._bump(("o", dim, row_a, row_b, name), n - m)
+        else:
+            for figures, sign in ((old_open, -1), (new_open, 1)):
+                if figures is not None:
+                    for dim_key in figures[:4]:
+                        self._add_open(dim_key, figures[4:], sign)
+        aged: list[tuple[Any, ...] | None] = [None, None]
+        for i, (deal, inputs, sign) in enumerate(((old, a, -1), (new, b, 1))):
+            if deal is None or inputs is None:
+                continue
+            if deal.status == OPEN:
+                aged[i] = ("a", deal.pipeline, deal.stage, inputs[-1])
             else:
-                delta["c", pid, day, "lost_count"] += 1
-                delta["c", pid, day, "lost_cents"] += cents
+                self._add_closed(deal, inputs[2], sign)
+        if aged[0] != aged[1]:
+            if aged[0] is not None:
+                self._bump(aged[0], -1)
+            if aged[1] is not None:
+                self._bump(aged[1], 1)
 
-        # Movement and funnel positions, in one walk over the observations.
+    def _open_figures(self, deal: Deal) -> tuple[Any, ...]:
+        """(stage key, owner key, team key, region key, value, weighted, unpriced) of an open deal."""
+        pid = deal.pipeline
+        amount_cents = self._rates.to_reporting_cents(deal.amount, deal.currency)
+        cents = 0 if amount_cents is None else amount_cents
+        p = deal.probability
+        if p is None:
+            p = self._probabilities.get(pid, _NONE).get(deal.stage, 0.0)
+        return (
+            ("stage", pid, deal.stage),
+            ("owner", deal.owner_id or UNKNOWN, ""),
+            ("team", deal.team or UNKNOWN, ""),
+            ("region", deal.region or UNKNOWN, ""),
+            cents,
+            weighted_cents(cents, p),
+            1 if amount_cents is None else 0,
+        )
+
+    def _add_open(self, dim_key: tuple[str, str, str], figures: tuple[Any, ...], sign: int) -> None:
+        dim, a, b = dim_key
+        bump = self._bump
+        bump(("o", dim, a, b, "deals"), sign)
+        for name, n in zip(_OPEN_FIGURES, figures, strict=True):
+            bump(("o", dim, a, b, name), sign * n)
+
+    def _add_closed(self, deal: Deal, closing: Observation, sign: int) -> None:
+        pid = deal.pipeline
+        cents = self._rates.to_reporting_cents(closing.amount, closing.currency) or 0
+        day = self._day(closing.occurred_at)
+        bump = self._bump
+        if deal.status == WON:
+            bump(("c", pid, day, "won_count"), sign)
+            bump(("c", pid, day, "won_cents"), sign * cents)
+            bump(("c", pid, day, "cycle_ms_sum"), sign * (closing.occurred_at - deal.created_at))
+        else:
+            bump(("c", pid, day, "lost_count"), sign)
+            bump(("c", pid, day, "lost_cents"), sign * cents)
+
+    def _walk(self, pid: str, obs: tuple[Observation, ...], sign: int, start: int = 0) -> None:
+        """Add ``sign`` x the movement and funnel counts emitted by ``obs[start:]``.
+
+        The walk goes left to right and what observation j emits depends only on the state
+        after ``obs[:j]`` and on ``obs[j]``; so two observation sequences that share a
+        prefix emit the same counts for it (:meth:`replace` walks only past it).  The state:
+        the previous observation (movement), the current funnel position and rank, and the
+        open-stage runs not yet outranked by a later run (``pending``, ranks non-increasing:
+        a later run of higher rank makes each of them ``cohort_advanced`` on its first day).
+        """
         ranks = self._ranks.get(pid)
-        won_rank = len(self._open_stages.get(pid, ()))
-        runs: list[tuple[str, int | None, int]] = []  # (position, rank, first day)
-        prev_status: str | None = None
-        prev_value = 0
-        last_amount: Decimal | None = None
-        last_currency = ""
-        cents = 0
-        for o in deal.observations:
-            if o.amount != last_amount or o.currency != last_currency:
-                cents = to_cents(o.amount, o.currency) or 0
-                last_amount, last_currency = o.amount, o.currency
-            st = o.status
-            is_open = st == OPEN
-            day = self._day(o.occurred_at)
-            if is_open or prev_status == OPEN:
-                month = self._month(day)
-                if prev_status is None:
-                    delta["m", pid, month, "new"] += cents
-                elif prev_status != OPEN:
-                    delta["m", pid, month, "reopened"] += cents
-                else:
-                    change = cents - prev_value
-                    if change > 0:
-                        delta["m", pid, month, "increased"] += change
-                    elif change < 0:
-                        delta["m", pid, month, "decreased"] -= change
-                    if not is_open:
-                        delta["m", pid, month, st] += cents
-            prev_status = st
-            prev_value = cents if is_open else 0
-
+        stages = self._open_stages.get(pid, ())
+        won_rank = len(stages)
+        to_cents = self._rates.to_reporting_cents
+        day_of_ts = self._day
+        bump = self._bump
+        pending: list[tuple[int, str, int]] = []  # (rank, stage, first time) of open-stage runs
+        run_pos: str | None = None
+        run_rank: int | None = None
+        prev: Observation | None = None
+        for o in obs[:start]:
             if ranks is not None:
-                if is_open:
+                if o.status == OPEN:
                     pos, rank = o.stage, ranks.get(o.stage)
-                elif st == WON:
+                elif o.status == WON:
                     pos, rank = _WON, won_rank
                 else:
                     pos, rank = _OUT, None
-                if not runs or runs[-1][0] != pos:
-                    runs.append((pos, rank, day))
+                if pos != run_pos:
+                    if rank is not None:
+                        while pending and pending[-1][0] < rank:
+                            pending.pop()
+                        if rank < won_rank:
+                            pending.append((rank, pos, o.occurred_at))
+                    run_pos, run_rank = pos, rank
+            prev = o
 
-        if not runs:
-            return delta
-        stages = self._open_stages[pid]
-        best = -1  # highest rank reached after run k
-        for k in range(len(runs) - 1, -1, -1):
-            stage, rank, day = runs[k]
-            if rank is None:
+        last_amount: Decimal | None = None
+        last_currency = ""
+        last_cents = 0
+        for o in obs[start:]:
+            st = o.status
+            is_open = st == OPEN
+            prev_open = prev is not None and prev.status == OPEN
+            day = -1
+            if is_open or prev_open:
+                if o.amount != last_amount or o.currency != last_currency:
+                    last_cents = to_cents(o.amount, o.currency) or 0
+                    last_amount, last_currency = o.amount, o.currency
+                cents = last_cents
+                day = day_of_ts(o.occurred_at)
+                month = self._month(day)
+                if prev is None:
+                    bump(("m", pid, month, "new"), sign * cents)
+                elif not prev_open:
+                    bump(("m", pid, month, "reopened"), sign * cents)
+                else:
+                    prev_value = to_cents(prev.amount, prev.currency) or 0
+                    change = cents - prev_value
+                    if change > 0:
+                        bump(("m", pid, month, "increased"), sign * change)
+                    elif change < 0:
+                        bump(("m", pid, month, "decreased"), -sign * change)
+                    if not is_open:
+                        bump(("m", pid, month, st), sign * cents)
+            prev = o
+
+            if ranks is None:
                 continue
-            if rank < won_rank:
-                delta["f", pid, stage, "entered", day] += 1
-                if best > rank:
-                    delta["f", pid, stage, "cohort_advanced", day] += 1
-                if k + 1 < len(runs):
-                    _, next_rank, exit_day = runs[k + 1]
-                    delta["f", pid, stage, "exited", exit_day] += 1
-                    if next_rank is not None and next_rank > rank:
-                        delta["f", pid, stage, "advanced", exit_day] += 1
-                        for skipped in stages[rank + 1 : next_rank]:
-                            for counter in _PASSED_THROUGH:
-                                delta["f", pid, skipped, counter, exit_day] += 1
-                    elif next_rank is not None:
-                        delta["f", pid, stage, "regressed", exit_day] += 1
-            if rank > best:
-                best = rank
-        return delta
+            if is_open:
+                pos, rank = o.stage, ranks.get(o.stage)
+            elif st == WON:
+                pos, rank = _WON, won_rank
+            else:
+                pos, rank = _OUT, None
+            if pos == run_pos:
+                continue
+            if day < 0:
+                day = day_of_ts(o.occurred_at)
+            if run_pos is not None and run_rank is not None and run_rank < won_rank:
+                bump(("f", pid, run_pos, "exited", day), sign)
+                if rank is not None and rank > run_rank:
+                    bump(("f", pid, run_pos, "advanced", day), sign)
+                    for skipped in stages[run_rank + 1 : rank]:
+                        for counter in _PASSED_THROUGH:
+                            bump(("f", pid, skipped, counter, day), sign)
+                elif rank is not None:
+                    bump(("f", pid, run_pos, "regressed", day), sign)
+            if rank is not None:
+                while pending and pending[-1][0] < rank:
+                    _, stage, entered_at = pending.pop()
+                    bump(("f", pid, stage, "cohort_advanced", day_of_ts(entered_at)), sign)
+                if rank < won_rank:
+                    bump(("f", pid, pos, "entered", day), sign)
+                    pending.append((rank, pos, o.occurred_at))
+            run_pos, run_rank = pos, rank
 
 
 def weighted_cents(cents: int, probability: float) -> int:
