@@ -332,7 +332,7 @@ class SalesopsWorker:
         if msg.value is None:
             return Rejection("undecodable", "empty value (tombstone) on an input topic")
         try:
-            return codec.decode(msg.value)
+            return codec.decode_plain(msg.value)
         except DecodeError as exc:
             return Rejection("undecodable", str(exc))
 
