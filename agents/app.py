@@ -12,6 +12,7 @@ are rebuilt from the recovered tables, never from counters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -27,7 +28,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from agents import broker_health, lag
+from agents import broker_health, lag, start_offsets
 from agents.changelog import DurableTable, TableWriter
 from agents.outputs import Publisher
 from agents.partials import PartialExchange, partition_for
@@ -153,6 +154,8 @@ class SalesopsWorker:
         )
         self.publisher = Publisher(self)
         self._define()
+        inputs = {s.deal_events_topic, s.topic("stall-checks"), s.responses_topic, s.invitations_topic}
+        start_offsets.install(self.app.consumer, inputs | ({s.alerts_topic} if s.webhook_url else set()))
         self.webhook: WebhookSink | None = None
         if s.webhook_url:
             self.webhook = WebhookSink(
@@ -245,20 +248,33 @@ class SalesopsWorker:
         writer: TableWriter,
         handler_for: Callable[[Any], Callable[[Any], Any]],
     ) -> None:
-        """Handle one fetched batch in order, then wait until its table writes and outputs
-        are acknowledged: ``take_events`` acks the events (makes their offsets
-        committable) only after this returns."""
-        token = _BATCH_WRITER.set(writer)
-        try:
+        """Handle one fetched batch in order; its offsets become committable only once its
+        table writes and outputs are acknowledged (:meth:`durable`)."""
+        async with self.durable(stream, events, writer):
             for event in events:
                 msg = event.message
                 # a RocksDB store picks the partition of a write from Faust's current event
                 stream._set_current_event(event)
                 writer.partition = msg.partition
                 await self.guarded(handler_for(msg), msg)
+
+    @contextlib.asynccontextmanager
+    async def durable(self, stream: Any, events: Sequence[Any], writer: TableWriter) -> AsyncIterator[None]:
+        """The batch barrier.  ``take_events`` acks a batch when the loop body is done,
+        also when it ends with an exception (a SIGTERM cancels the agent mid-flush): so
+        each message holds one more reference for the batch, released only after
+        ``writer.flush()`` returned.  A batch whose writes were not all acknowledged is
+        never acked, hence never committed, and is processed again after a restart."""
+        for event in events:
+            event.message.incref()
+        token = _BATCH_WRITER.set(writer)
+        try:
+            yield
             await writer.flush()
         finally:
             _BATCH_WRITER.reset(token)
+        for event in events:
+            await stream.ack(event)
 
     async def _produce(self, topic: Any, key: bytes, value: bytes) -> None:
         """An output record of the current batch (durable with it), or, outside a batch
@@ -371,8 +387,7 @@ class SalesopsWorker:
         (:func:`streams.deal_step.apply_batch`), store each changed deal once, emit the
         alert transitions, and wait until all of it is acknowledged (see handle_batch)."""
         started = time.perf_counter()
-        token = _BATCH_WRITER.set(self.deal_writer)
-        try:
+        async with self.durable(stream, events, self.deal_writer):
             by_partition: dict[int, list[tuple[Any, DealEvent | stalled.DueCheck]]] = {}
             for event in events:
                 msg = event.message
@@ -385,9 +400,6 @@ class SalesopsWorker:
                     by_partition.setdefault(msg.partition, []).append((event, item))
             for p, entries in by_partition.items():
                 await self._apply_deal_partition(stream, p, entries)
-            await self.deal_writer.flush()
-        finally:
-            _BATCH_WRITER.reset(token)
         now = time.time()
         topic = self.settings.deal_events_topic
         per_event = (time.perf_counter() - started) / max(1, len(events))

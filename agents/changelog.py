@@ -8,6 +8,8 @@ created a moment ago).  The consumer then commits the input offsets while the ch
 records of those events are still queued in the worker; a SIGKILL at that moment loses
 the table writes for good (the restarted worker resumes after the committed offsets and
 recovers a table without them).  faust-streaming 0.15.3, ``faust/transport/producer.py``.
+(The other way a crash lost input, a never-committed partition skipping its first fetch,
+is closed in agents/start_offsets.py.)
 
 So the agents process what a fetch returns as one batch (``Stream.take_events``, which
 acks the batch's events only after the loop body is done with them) and write the
