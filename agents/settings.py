@@ -130,6 +130,9 @@ class Settings:
     rates_file: str = _f("", "Currency rates into the reporting currency (TOML); empty = built-in")
     timezone: str = _f("UTC", "Time zone of calendar days, months and quarters")
     trailing_windows_days: tuple[int, ...] = _f((30, 90), "Trailing windows in days, comma-separated")
+    fiscal_year_start_month: int = _f(
+        1, "Month (1..12) a fiscal year starts in; FY2018 is named by the calendar year it ends in"
+    )
     max_future_s: int = _f(86_400, "Reject events whose time is further than this in the future")
     flush_interval_s: float = _f(2.0, "At most one publication of changed views per this many seconds")
     clock: str = _f("wall", "Clock for stall detection: wall (live) or watermark (replay)")
@@ -160,6 +163,8 @@ class Settings:
             raise SettingsError("SALESOPS_TOPIC_PARTITIONS must be >= 1")
         if not 6 <= self.session_timeout_s <= 1800:
             raise SettingsError("SALESOPS_SESSION_TIMEOUT_S must be within the broker defaults 6..1800")
+        if not 1 <= self.fiscal_year_start_month <= 12:
+            raise SettingsError("SALESOPS_FISCAL_YEAR_START_MONTH must be within 1..12")
         if self.anonymity_threshold < 1:
             raise SettingsError("SALESOPS_ANONYMITY_THRESHOLD must be >= 1")
 

@@ -52,6 +52,8 @@ def test_values_are_converted_to_their_field_types() -> None:
         ("SALESOPS_SESSION_TIMEOUT_S", "soon", "SALESOPS_SESSION_TIMEOUT_S='soon'"),
         ("SALESOPS_TOPIC_PARTITIONS", "0", ">= 1"),
         ("SALESOPS_CLOCK", "sundial", "wall or watermark"),
+        ("SALESOPS_FISCAL_YEAR_START_MONTH", "0", "1..12"),
+        ("SALESOPS_FISCAL_YEAR_START_MONTH", "13", "1..12"),
         ("SALESOPS_WEBHOOK_HEADERS", "[1]", "not a JSON object"),
     ],
 )
