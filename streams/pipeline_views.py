@@ -63,7 +63,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from decimal import Decimal
 from fractions import Fraction
@@ -79,7 +79,8 @@ from streams.pipelines import PipelineConfig, Rates
 PARTIAL_VERSION = 2  # 2: aging as a bounded summary (1 listed every open deal)
 UNKNOWN = "unknown"
 OPEN_FIELDS = ("deals", "value_cents", "weighted_cents", "unpriced")
-_OPEN_FIGURES = OPEN_FIELDS[1:]  # what _open_figures gives after the four row keys
+# a row's fields in the order partial() has always listed them (by name)
+_OPEN_FIELD_ORDER = sorted((name, i) for i, name in enumerate(OPEN_FIELDS))
 FUNNEL_COUNTERS = ("entered", "exited", "advanced", "regressed", "cohort_advanced")
 # what a skipped stage counts at the jump: it was entered, left forwards, and reached a later stage
 _PASSED_THROUGH = ("entered", "exited", "advanced", "cohort_advanced")
@@ -104,6 +105,9 @@ AGING_BASE_MS = 60_000
 _RATIOS: dict[float, tuple[int, int]] = {}
 _MAX_RATIOS = 4096
 
+# where the helpers of PipelineViews.replace put (counter, change) pairs
+_Emit = Callable[[tuple[tuple[Any, ...], int]], None]
+
 _OUT = "\x00out"  # position of a lost or deleted deal; cannot collide with a stage id
 _WON = "\x00won"
 
@@ -115,9 +119,11 @@ class PipelineViews:
         self._config = config
         self._rates = rates
         self._tz = tz
-        # The single store: flat tuple key -> non-zero int.  Key shapes, by first element:
-        #   "o", dimension, a, b, field          open pipeline; dimension "stage": a, b =
-        #                                        pipeline, stage; else a = value, b = ""
+        # Open pipeline rows: (dimension, a, b) -> [deals, value_cents, weighted_cents,
+        # unpriced] (OPEN_FIELDS), not all 0; dimension "stage": a, b = pipeline, stage;
+        # else a = value, b = "".  A row changes as a whole, so it is one entry.
+        self._open: dict[tuple[str, str, str], list[int]] = {}
+        # Everything else: flat tuple key -> non-zero int.  Key shapes, by first element:
         #   "f", pipeline, stage, counter, day   funnel (day = date ordinal)
         #   "c", pipeline, day, field            closed deals
         #   "a", pipeline, stage, entered_at     aging multiset (value = multiplicity)
@@ -145,7 +151,9 @@ class PipelineViews:
         states share as a prefix are identical, so only those after it are swapped."""
         if old is new:
             return
-        self._swap_current(old, new)
+        delta: list[tuple[tuple[Any, ...], int]] = []  # (counter, change), zeros possible
+        emit = delta.append
+        self._swap_current(old, new, emit)
         if old is not None and new is not None and old.pipeline == new.pipeline:
             a, b = old.observations, new.observations
             n = min(len(a), len(b))
@@ -153,23 +161,22 @@ class PipelineViews:
             while p < n and (a[p] is b[p] or a[p] == b[p]):
                 p += 1
             if p < len(a):
-                self._walk(old.pipeline, a, -1, p)
+                self._walk(old.pipeline, a, -1, emit, p)
             if p < len(b):
-                self._walk(new.pipeline, b, 1, p)
-            return
-        if old is not None:
-            self._walk(old.pipeline, old.observations, -1)
-        if new is not None:
-            self._walk(new.pipeline, new.observations, 1)
-
-    def _bump(self, key: tuple[Any, ...], n: int) -> None:
-        if n:
-            counts = self._counts
-            total = counts.get(key, 0) + n
-            if total:
-                counts[key] = total
-            else:
-                del counts[key]
+                self._walk(new.pipeline, b, 1, emit, p)
+        else:
+            if old is not None:
+                self._walk(old.pipeline, old.observations, -1, emit)
+            if new is not None:
+                self._walk(new.pipeline, new.observations, 1, emit)
+        counts = self._counts
+        for key, d in delta:
+            if d:
+                total = counts.get(key, 0) + d
+                if total:
+                    counts[key] = total
+                else:
+                    del counts[key]
 
     def partial(self) -> dict[str, Any]:
         """The JSON-able snapshot of this partition (structure in :func:`empty_partial`).
@@ -192,16 +199,16 @@ class PipelineViews:
                 s = iso[day] = date.fromordinal(day).isoformat()
             return s
 
+        for (dim, a, b), row in sorted(self._open.items()):
+            fields = {name: row[i] for name, i in _OPEN_FIELD_ORDER if row[i]}
+            if dim == "stage":
+                open_["by_stage"].setdefault(a, {})[b] = fields
+            else:
+                open_[f"by_{dim}"][a] = fields
         # Kinds differ in their first element, so tuple comparison never mixes str and int.
         for key, n in sorted(self._counts.items()):
             kind = key[0]
-            if kind == "o":
-                _, dim, a, b, field = key
-                if dim == "stage":
-                    open_["by_stage"].setdefault(a, {}).setdefault(b, {})[field] = n
-                else:
-                    open_[f"by_{dim}"].setdefault(a, {})[field] = n
-            elif kind == "f":
+            if kind == "f":
                 _, pid, stage, counter, day = key
                 stage_counters = funnel_.setdefault(pid, {}).setdefault(stage, {})
                 stage_counters.setdefault(counter, {})[day_label(day)] = n
@@ -263,7 +270,7 @@ class PipelineViews:
             return (deal.pipeline, status, closing, deal.created_at)
         return None
 
-    def _swap_current(self, old: Deal | None, new: Deal | None) -> None:
+    def _swap_current(self, old: Deal | None, new: Deal | None, emit: _Emit) -> None:
         """Replace the open pipeline, aging and closed counts of ``old`` by those of ``new``
         when their inputs differ; open dimensions whose key and figures stay are skipped."""
         a, b = self._current_inputs(old), self._current_inputs(new)
@@ -278,9 +285,10 @@ class PipelineViews:
                     self._add_open(x, before, -1)
                     self._add_open(y, after, 1)
                 elif before != after:  # same row: only its figures change
-                    dim, row_a, row_b = x
-                    for name, m, n in zip(_OPEN_FIGURES, before, after, strict=True):
-                        self._bump(("o", dim, row_a, row_b, name), n - m)
+                    row = self._open[x]
+                    row[1] += after[0] - before[0]
+                    row[2] += after[1] - before[1]
+                    row[3] += after[2] - before[2]
         else:
             for figures, sign in ((old_open, -1), (new_open, 1)):
                 if figures is not None:
@@ -293,12 +301,12 @@ class PipelineViews:
             if deal.status == OPEN:
                 aged[i] = ("a", deal.pipeline, deal.stage, inputs[-1])
             else:
-                self._add_closed(deal, inputs[2], sign)
+                self._add_closed(deal, inputs[2], sign, emit)
         if aged[0] != aged[1]:
             if aged[0] is not None:
-                self._bump(aged[0], -1)
+                emit((aged[0], -1))
             if aged[1] is not None:
-                self._bump(aged[1], 1)
+                emit((aged[1], 1))
 
     def _open_figures(self, deal: Deal) -> tuple[Any, ...]:
         """(stage key, owner key, team key, region key, value, weighted, unpriced) of an open deal."""
@@ -318,28 +326,31 @@ class PipelineViews:
             1 if amount_cents is None else 0,
         )
 
-    def _add_open(self, dim_key: tuple[str, str, str], figures: tuple[Any, ...], sign: int) -> None:
-        dim, a, b = dim_key
-        bump = self._bump
-        bump(("o", dim, a, b, "deals"), sign)
-        for name, n in zip(_OPEN_FIGURES, figures, strict=True):
-            bump(("o", dim, a, b, name), sign * n)
+    def _add_open(self, row_key: tuple[str, str, str], figures: tuple[Any, ...], sign: int) -> None:
+        row = self._open.get(row_key)
+        if row is None:
+            row = self._open[row_key] = [0, 0, 0, 0]
+        row[0] += sign
+        row[1] += sign * figures[0]
+        row[2] += sign * figures[1]
+        row[3] += sign * figures[2]
+        if not (row[0] or row[1] or row[2] or row[3]):
+            del self._open[row_key]
 
-    def _add_closed(self, deal: Deal, closing: Observation, sign: int) -> None:
+    def _add_closed(self, deal: Deal, closing: Observation, sign: int, emit: _Emit) -> None:
         pid = deal.pipeline
         cents = self._rates.to_reporting_cents(closing.amount, closing.currency) or 0
         day = self._day(closing.occurred_at)
-        bump = self._bump
         if deal.status == WON:
-            bump(("c", pid, day, "won_count"), sign)
-            bump(("c", pid, day, "won_cents"), sign * cents)
-            bump(("c", pid, day, "cycle_ms_sum"), sign * (closing.occurred_at - deal.created_at))
+            emit((("c", pid, day, "won_count"), sign))
+            emit((("c", pid, day, "won_cents"), sign * cents))
+            emit((("c", pid, day, "cycle_ms_sum"), sign * (closing.occurred_at - deal.created_at)))
         else:
-            bump(("c", pid, day, "lost_count"), sign)
-            bump(("c", pid, day, "lost_cents"), sign * cents)
+            emit((("c", pid, day, "lost_count"), sign))
+            emit((("c", pid, day, "lost_cents"), sign * cents))
 
-    def _walk(self, pid: str, obs: tuple[Observation, ...], sign: int, start: int = 0) -> None:
-        """Add ``sign`` x the movement and funnel counts emitted by ``obs[start:]``.
+    def _walk(self, pid: str, obs: tuple[Observation, ...], sign: int, emit: _Emit, start: int = 0) -> None:
+        """Emit ``sign`` x the movement and funnel counts of ``obs[start:]``.
 
         The walk goes left to right and what observation j emits depends only on the state
         after ``obs[:j]`` and on ``obs[j]``; so two observation sequences that share a
@@ -353,7 +364,6 @@ class PipelineViews:
         won_rank = len(stages)
         to_cents = self._rates.to_reporting_cents
         day_of_ts = self._day
-        bump = self._bump
         pending: list[tuple[int, str, int]] = []  # (rank, stage, first time) of open-stage runs
         run_pos: str | None = None
         run_rank: int | None = None
@@ -391,18 +401,18 @@ class PipelineViews:
                 day = day_of_ts(o.occurred_at)
                 month = self._month(day)
                 if prev is None:
-                    bump(("m", pid, month, "new"), sign * cents)
+                    emit((("m", pid, month, "new"), sign * cents))
                 elif not prev_open:
-                    bump(("m", pid, month, "reopened"), sign * cents)
+                    emit((("m", pid, month, "reopened"), sign * cents))
                 else:
                     prev_value = to_cents(prev.amount, prev.currency) or 0
                     change = cents - prev_value
                     if change > 0:
-                        bump(("m", pid, month, "increased"), sign * change)
+                        emit((("m", pid, month, "increased"), sign * change))
                     elif change < 0:
-                        bump(("m", pid, month, "decreased"), -sign * change)
+                        emit((("m", pid, month, "decreased"), -sign * change))
                     if not is_open:
-                        bump(("m", pid, month, st), sign * cents)
+                        emit((("m", pid, month, st), sign * cents))
             prev = o
 
             if ranks is None:
@@ -418,20 +428,20 @@ class PipelineViews:
             if day < 0:
                 day = day_of_ts(o.occurred_at)
             if run_pos is not None and run_rank is not None and run_rank < won_rank:
-                bump(("f", pid, run_pos, "exited", day), sign)
+                emit((("f", pid, run_pos, "exited", day), sign))
                 if rank is not None and rank > run_rank:
-                    bump(("f", pid, run_pos, "advanced", day), sign)
+                    emit((("f", pid, run_pos, "advanced", day), sign))
                     for skipped in stages[run_rank + 1 : rank]:
                         for counter in _PASSED_THROUGH:
-                            bump(("f", pid, skipped, counter, day), sign)
+                            emit((("f", pid, skipped, counter, day), sign))
                 elif rank is not None:
-                    bump(("f", pid, run_pos, "regressed", day), sign)
+                    emit((("f", pid, run_pos, "regressed", day), sign))
             if rank is not None:
                 while pending and pending[-1][0] < rank:
                     _, stage, entered_at = pending.pop()
-                    bump(("f", pid, stage, "cohort_advanced", day_of_ts(entered_at)), sign)
+                    emit((("f", pid, stage, "cohort_advanced", day_of_ts(entered_at)), sign))
                 if rank < won_rank:
-                    bump(("f", pid, pos, "entered", day), sign)
+                    emit((("f", pid, pos, "entered", day), sign))
                     pending.append((rank, pos, o.occurred_at))
             run_pos, run_rank = pos, rank
 
