@@ -15,13 +15,14 @@ the file, the key and what is wrong::
     [quotas.owner.o1]                      # scope owner | team | territory, then its key
     "2024-Q1" = 250_000                    # period label = quota in the reporting currency
     [quotas.team.enterprise]
-    "2024-03" = 1_500_000.00
+    "FY2024" = 4_000_000.00
     [quotas.territory.emea]
     "2024-Q1" = "900000.50"
 
-Periods are whatever fixed labels the period parser resolves (months ``2024-03``,
-quarters ``2024-Q1``, and any labels :mod:`streams.periods` learns, such as whole or
-fiscal years); trailing windows (``last-30d``) are refused, a quota needs a fixed period.
+Periods are the fixed labels of :mod:`streams.periods`: months ``2024-03``, quarters
+``2024-Q1``, years ``2024``, fiscal years and quarters ``FY2024``, ``FY2024-Q1`` (with the
+configured fiscal-year start month) and day ranges ``2024-03-01..2024-05-15``; trailing
+windows (``last-30d``) are refused, a quota needs a period that does not move.
 A quota is an amount > 0 with at most two decimals (kept as integer cents).
 
 **Territory of a deal** (its current ``region`` and ``owner_id``): the territory listing
@@ -69,6 +70,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -113,12 +115,12 @@ class DealLike(Protocol):
 # --------------------------------------------------------------------------- config
 
 
-def fixed_period(label: str) -> Period:
+def fixed_period(label: str, fiscal_start_month: int = 1) -> Period:
     """The default period parser: :func:`streams.periods.parse_period` without trailing
     windows (a quota needs a period that does not move with the clock)."""
     if _TRAILING.match(label):
         raise PeriodError(f"a quota period must be fixed, not a trailing window, got {label!r}")
-    return parse_period(label, 0, _UTC)
+    return parse_period(label, 0, _UTC, fiscal_start_month)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,15 +237,19 @@ def check_currency(path: Path, doc: Mapping[str, Any], reporting_currency: str |
 def load_quotas(
     path: Path | str = EXAMPLE_QUOTAS_FILE,
     *,
-    parse: PeriodParser = fixed_period,
+    fiscal_start_month: int = 1,
+    parse: PeriodParser | None = None,
     reporting_currency: str | None = None,
 ) -> QuotaConfig:
     """Read and validate a quotas file (module doc); ConfigError on any problem.
 
-    ``parse`` resolves period labels (pass one that knows the fiscal-year start when
-    quotas use fiscal labels); ``reporting_currency`` (the rates file's) is checked
-    against the file's ``currency`` when given."""
+    Period labels are resolved by ``parse`` if given, else by :func:`fixed_period` with
+    ``fiscal_start_month`` (``SALESOPS_FISCAL_YEAR_START_MONTH``: what ``FY2024`` means);
+    ``reporting_currency`` (the rates file's) is checked against the file's ``currency``
+    when given."""
     path = Path(path)
+    resolve = parse if parse is not None else partial(fixed_period, fiscal_start_month=fiscal_start_month)
+
     doc = _read_toml(path)
     check_keys(path, "", doc, ("currency", "territories", "quotas"))
     currency = check_currency(path, doc, reporting_currency)
@@ -266,7 +272,7 @@ def load_quotas(
             for label, amount in by_period.items():
                 here = f"{where}.{label}"
                 try:
-                    period = parse(label)
+                    period = resolve(label)
                 except PeriodError as exc:
                     raise ConfigError(f"{path}: {here}: {exc}") from exc
                 try:

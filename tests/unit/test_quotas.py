@@ -280,7 +280,28 @@ def test_the_example_file_loads() -> None:
     )
     assert config.quota("territory", "emea", "2024-Q1").amount_cents == 90_000_050  # type: ignore[union-attr]
     assert config.quota("owner", "o1", "2031-Q1") is None
-    assert [p.label for p in config.periods()] == ["2024-Q1", "2024-03", "2024-Q2"]
+    assert [p.label for p in config.periods()] == ["2024-Q1", "FY2024", "2024-03", "2024-Q2"]
+
+
+def test_fiscal_labels_follow_the_fiscal_year_start(tmp_path: Path) -> None:
+    path = write(tmp_path, 'currency = "USD"\n[quotas.team.t]\n"FY2024-Q1" = 1\n"2024" = 2\n')
+    # a fiscal year starting in October is named by the year it ends in: FY2024-Q1 is
+    # 2023-10-01..2023-12-31; a calendar year stays a calendar year
+    fiscal, year = load_quotas(path, fiscal_start_month=10).quotas
+    assert (fiscal.period.first_day, fiscal.period.last_day) == (
+        date(2023, 10, 1).toordinal(),
+        date(2023, 12, 31).toordinal(),
+    )
+    assert (year.period.first_day, year.period.last_day) == (
+        date(2024, 1, 1).toordinal(),
+        date(2024, 12, 31).toordinal(),
+    )
+    ent = write(tmp_path, 'currency = "USD"\n[quotas.team.ent]\n"FY2024-Q1" = 1\n', "ent.toml")
+    # ent in October..December 2023: only f (won 30 December 2023, 5,000); with fiscal
+    # years starting in January, FY2024-Q1 is January..March 2024: a + b + g = 60,800
+    october = standings(load_quotas(ent, fiscal_start_month=10), DEALS, RATES, TZ)
+    january = standings(load_quotas(ent), DEALS, RATES, TZ)
+    assert (october[0].won_cents, january[0].won_cents) == (500_000, 6_080_000)
 
 
 def spring(label: str) -> Period:
