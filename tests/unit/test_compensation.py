@@ -32,6 +32,7 @@ from streams.deals import Deal, fold
 from streams.events import DealEvent
 from streams.periods import parse_period
 from streams.pipelines import ConfigError, load_pipelines, load_rates
+from streams.quotas import load_quotas
 
 CONFIG = load_pipelines()
 RATES = load_rates()  # USD reporting, EUR = 1.08
@@ -442,3 +443,15 @@ def test_statements_ignore_order_and_recomputing_adds_nothing(
     assert {line.kind for line in fresh.lines} <= {CREDIT} and fresh.earned_cents == s.earned_cents
     if p.cap_cents is not None:
         assert s.earned_cents <= p.cap_cents
+
+
+def test_the_readme_examples_load(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Quotas, territories and compensation plans", 1)[1].split("\n## ", 1)[0]
+    quotas_text, plans_text = (block.split("\n```", 1)[0] for block in section.split("```toml\n")[1:])
+    (tmp_path / "quotas.toml").write_text(quotas_text)
+    (tmp_path / "plans.toml").write_text(plans_text)
+    quotas = load_quotas(tmp_path / "quotas.toml", reporting_currency="USD")
+    assert quotas.territory_of("emea", "o8") == "emea-strategic"
+    plans = load_plans(tmp_path / "plans.toml", reporting_currency="USD")
+    assert plans.plan_for("o1").cap_cents == 6_000_000  # type: ignore[union-attr]
