@@ -84,9 +84,10 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
+from streams import quotas
 from streams.periods import Period, day_of
 from streams.pipelines import ConfigError, Rates, _read_toml
-from streams.quotas import check_currency, check_keys, decimal_of, money_cents, string_list
+from streams.quotas import check_currency, check_keys, decimal_of, positive_cents, string_list
 
 EXAMPLE_PLANS_FILE = Path(__file__).with_name("example_plans.toml")
 CREDIT = "credit"
@@ -116,21 +117,9 @@ class ObservationLike(Protocol):
     def currency(self) -> str: ...
 
 
-class DealLike(Protocol):
+class DealLike(quotas.DealLike, Protocol):
     """What this module reads of a deal (``streams.deals.Deal``), read-only."""
 
-    @property
-    def deal_id(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def amount(self) -> Decimal: ...
-    @property
-    def currency(self) -> str: ...
-    @property
-    def owner_id(self) -> str | None: ...
-    @property
-    def closed_at(self) -> int | None: ...
     @property
     def observations(self) -> Sequence[ObservationLike]: ...
 
@@ -282,14 +271,7 @@ def _plan(path: Path, pid: str, body: object) -> Plan:
             f"{path}: {where}.decelerators: a decelerator below {float(decelerators[-1][0])} overlaps the "
             f"accelerator from {float(accelerators[0][0])}"
         )
-    cap = None
-    if "cap" in body:
-        try:
-            cap = money_cents(body["cap"])
-        except ValueError as exc:
-            raise ConfigError(f"{path}: {where}.cap: {exc}") from exc
-        if cap <= 0:
-            raise ConfigError(f"{path}: {where}.cap: must be > 0, got {body['cap']!r}")
+    cap = positive_cents(path, f"{where}.cap", body["cap"]) if "cap" in body else None
     return Plan(
         id=pid,
         base_rate=base_rate,

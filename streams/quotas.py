@@ -193,6 +193,18 @@ def money_cents(value: object) -> int:
     return int(cents)
 
 
+def positive_cents(path: Path, where: str, value: object, what: str = "") -> int:
+    """:func:`money_cents` of a setting that must be > 0; ConfigError naming it otherwise
+    (``what`` prefixes the problem: ``quota must be > 0``)."""
+    try:
+        cents = money_cents(value)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {where}: {what}{exc}") from exc
+    if cents <= 0:
+        raise ConfigError(f"{path}: {where}: {what}must be > 0, got {value!r}")
+    return cents
+
+
 def decimal_of(value: object) -> Decimal:
     """A TOML number (integer, float or decimal string) as the decimal it is written as
     (``0.08`` is 8/100, not the binary float nearest to it); ValueError otherwise."""
@@ -275,12 +287,7 @@ def load_quotas(
                     period = resolve(label)
                 except PeriodError as exc:
                     raise ConfigError(f"{path}: {here}: {exc}") from exc
-                try:
-                    cents = money_cents(amount)
-                except ValueError as exc:
-                    raise ConfigError(f"{path}: {here}: quota {exc}") from exc
-                if cents <= 0:
-                    raise ConfigError(f"{path}: {here}: quota must be > 0, got {amount!r}")
+                cents = positive_cents(path, here, amount, "quota ")
                 quotas.append(Quota(scope, key, period, cents))
     seen: dict[tuple[str, str, str], str] = {}
     for q in quotas:
