@@ -406,28 +406,41 @@ def due_in(deal: DealLike, period: Period) -> bool:
 
 
 def period_figures(
-    config: QuotaConfig, deals: Iterable[DealLike], period: Period, rates: Rates, tz: ZoneInfo
-) -> dict[tuple[str, str], Figures]:
-    """Figures per (scope, key) of ``deals`` in ``period`` (module doc); only scopes with
-    a deal in them appear."""
-    out: dict[tuple[str, str], Figures] = {}
+    config: QuotaConfig, deals: Iterable[DealLike], periods: Iterable[Period], rates: Rates, tz: ZoneInfo
+) -> dict[str, dict[tuple[str, str], Figures]]:
+    """Per period label, the figures per (scope, key) of ``deals`` (module doc); only
+    scopes with a deal in them appear.  One pass: each deal's day, value and scopes are
+    found once, however many periods there are."""
+    periods = tuple(periods)
+    out: dict[str, dict[tuple[str, str], Figures]] = {p.label: {} for p in periods}
     for deal in deals:
-        won = in_period_won(deal, period, tz)
-        if not won and not due_in(deal, period):
+        if deal.status == "won":
+            closed = deal.closed_at
+            day = None if closed is None else day_of(closed, tz)
+        elif deal.status == "open" and deal.expected_close_date is not None:
+            day = deal.expected_close_date.toordinal()
+        else:
             continue
+        inside = [p.label for p in periods if day is not None and p.contains(day)]
+        if not inside:
+            continue
+        won = deal.status == "won"
         cents = rates.to_reporting_cents(deal.amount, deal.currency)
-        for key in _keys(config, deal):
-            f = out.get(key)
-            if f is None:
-                f = out[key] = Figures()
-            if cents is None:
-                f.unpriced_deals += 1
-            elif won:
-                f.won_cents += cents
-                f.won_deals += 1
-            else:
-                f.open_due_cents += cents
-                f.open_due_deals += 1
+        keys = _keys(config, deal)
+        for label in inside:
+            by_key = out[label]
+            for key in keys:
+                f = by_key.get(key)
+                if f is None:
+                    f = by_key[key] = Figures()
+                if cents is None:
+                    f.unpriced_deals += 1
+                elif won:
+                    f.won_cents += cents
+                    f.won_deals += 1
+                else:
+                    f.open_due_cents += cents
+                    f.open_due_deals += 1
     return out
 
 
@@ -440,12 +453,8 @@ def standings(
 ) -> list[QuotaStanding]:
     """Attainment, gap and coverage of every quota (of ``period_label`` only, when given),
     in the file's order of scopes (owner, team, territory) and keys."""
-    deals = tuple(deals)
-    figures_by_period = {
-        p.label: period_figures(config, deals, p, rates, tz)
-        for p in config.periods()
-        if period_label is None or p.label == period_label
-    }
+    periods = [p for p in config.periods() if period_label is None or p.label == period_label]
+    figures_by_period = period_figures(config, deals, periods, rates, tz)
     out: list[QuotaStanding] = []
     for q in config.quotas:
         by_key = figures_by_period.get(q.period.label)
