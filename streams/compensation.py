@@ -87,7 +87,14 @@ from zoneinfo import ZoneInfo
 from streams import quotas
 from streams.periods import Period, day_of
 from streams.pipelines import ConfigError, Rates, _read_toml
-from streams.quotas import check_currency, check_keys, decimal_of, positive_cents, string_list
+from streams.quotas import (
+    check_currency,
+    check_keys,
+    decimal_of,
+    in_period_won,
+    positive_cents,
+    string_list,
+)
 
 EXAMPLE_PLANS_FILE = Path(__file__).with_name("example_plans.toml")
 CREDIT = "credit"
@@ -457,7 +464,7 @@ def _credits(
     credited: list[tuple[int, str, int]] = []
     unpriced = 0
     for deal in deals.values():
-        if deal.owner_id != owner_id or not _won_in(deal, period, tz):
+        if deal.owner_id != owner_id or not in_period_won(deal, period, tz):
             continue
         cents = rates.to_reporting_cents(deal.amount, deal.currency)
         if cents is None:
@@ -481,11 +488,6 @@ def _credits(
         paid += line
     capped = plan.cap_cents is not None and _uncapped(plan, quota_cents, cumulative) > plan.cap_cents
     return targets, unpriced, capped
-
-
-def _won_in(deal: DealLike, period: Period, tz: ZoneInfo) -> bool:
-    closed = deal.closed_at
-    return deal.status == "won" and closed is not None and period.contains(day_of(closed, tz))
 
 
 def _run_start(deal: DealLike, same: Any) -> int:
