@@ -28,7 +28,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from agents import broker_health, lag, start_offsets
+from agents import broker_health, input_offsets, lag
 from agents.changelog import DurableTable, TableWriter
 from agents.outputs import Publisher
 from agents.partials import PartialExchange, partition_for
@@ -154,8 +154,11 @@ class SalesopsWorker:
         )
         self.publisher = Publisher(self)
         self._define()
-        inputs = {s.deal_events_topic, s.topic("stall-checks"), s.responses_topic, s.invitations_topic}
-        start_offsets.install(self.app.consumer, inputs | ({s.alerts_topic} if s.webhook_url else set()))
+        followed = {s.deal_events_topic, s.responses_topic, s.invitations_topic}
+        followed |= {s.alerts_topic} if s.webhook_url else set()
+        self.positions = input_offsets.install(
+            self.app.consumer, followed | {s.topic("stall-checks")}, followed
+        )
         self.webhook: WebhookSink | None = None
         if s.webhook_url:
             self.webhook = WebhookSink(
@@ -253,6 +256,7 @@ class SalesopsWorker:
         async with self.durable(stream, events, writer):
             for event in events:
                 msg = event.message
+                await self.check_position(msg)
                 # a RocksDB store picks the partition of a write from Faust's current event
                 stream._set_current_event(event)
                 writer.partition = msg.partition
@@ -275,6 +279,20 @@ class SalesopsWorker:
             _BATCH_WRITER.reset(token)
         for event in events:
             await stream.ack(event)
+
+    async def check_position(self, msg: Any) -> None:
+        """Seek back when Faust delivered a record past a skipped one (agents/input_offsets.py)."""
+        missing = self.positions.observe(msg.tp, msg.offset)
+        if missing is not None:
+            self.metrics.input_rewinds.labels(msg.topic).inc()
+            log.warning(
+                "input_skipped topic=%s partition=%s missing_from=%s got=%s (seeking back)",
+                msg.topic,
+                msg.partition,
+                missing,
+                msg.offset,
+            )
+            await self.app.consumer.seek(msg.tp, missing)
 
     async def _produce(self, topic: Any, key: bytes, value: bytes) -> None:
         """An output record of the current batch (durable with it), or, outside a batch
@@ -391,6 +409,7 @@ class SalesopsWorker:
             by_partition: dict[int, list[tuple[Any, DealEvent | stalled.DueCheck]]] = {}
             for event in events:
                 msg = event.message
+                await self.check_position(msg)
                 try:
                     item = await self._deal_item(msg)
                 except Exception as exc:

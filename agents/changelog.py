@@ -9,7 +9,7 @@ records of those events are still queued in the worker; a SIGKILL at that moment
 the table writes for good (the restarted worker resumes after the committed offsets and
 recovers a table without them).  faust-streaming 0.15.3, ``faust/transport/producer.py``.
 (The other way a crash lost input, a never-committed partition skipping its first fetch,
-is closed in agents/start_offsets.py.)
+is closed in agents/input_offsets.py.)
 
 So the agents process what a fetch returns as one batch (``Stream.take_events``, which
 acks the batch's events only after the loop body is done with them) and write the

@@ -1,21 +1,32 @@
-"""Input partitions without a committed offset restart from their beginning, not from
-wherever the client's fetch position happens to be.
+"""Every input record is processed before its offset is committed: no skipped fetch.
 
-Why this exists: while Faust recovers tables after a rebalance, its consumer still fetches,
-and ``Consumer.getmany`` *drops* what it fetched (flow stopped, or the generation changed
-mid-iteration), then calls ``perform_seek`` to go back to the committed offsets.  aiokafka's
-``seek_to_committed`` only seeks when the committed offset is a positive number
-(``if offset and offset > 0``), so a partition that has never been committed (or was
-committed at 0) keeps the position *after* the dropped records.  The stream then starts
-after them, and Faust's commit (the end of the first contiguous run of acked offsets)
-commits past them: the first fetch of that partition, up to ``broker_max_poll_records``
-records, is lost for good.  faust-streaming 0.15.3 (``faust/transport/consumer.py``
-``getmany``), aiokafka 0.14 (``AIOKafkaConsumer.seek_to_committed``).
+Two quirks of the client stack can skip input records, and Faust then commits past them:
 
-:func:`install` wraps the app consumer's ``perform_seek``: after Faust's seek, every
-assigned partition of the given input topics that has no positive committed offset is
-sought to offset 0 (the broker answers "out of range" if the log starts later, and the
-consumer's ``auto_offset_reset=earliest`` moves it to the first record).
+1. While it recovers tables after a rebalance, Faust's consumer still fetches;
+   ``Consumer.getmany`` *drops* what it fetched (flow stopped, generation changed) and
+   calls ``perform_seek`` to go back to the committed offsets.  aiokafka's
+   ``seek_to_committed`` only seeks when the committed offset is positive
+   (``if offset and offset > 0``), so a never-committed partition keeps its position
+   after the dropped records: its first fetch (up to ``broker_max_poll_records``) was
+   skipped.  faust-streaming 0.15.3 ``transport/consumer.py``, aiokafka 0.14.
+2. Faust's drain loop remembers the last offset it delivered per partition
+   (``Consumer._read_offset``), silently drops records below it and *acks* any jump past
+   it as a "gap" (meant for compacted or transactional topics).  After a seek back in the
+   middle of a pipelined fetch, the records it dropped left a jump, and the jump was
+   acked, so the commit skipped them.
+
+The fix, installed by :func:`install` on the app's consumer:
+
+* after Faust's ``perform_seek``, never-committed input partitions are sought to 0 (the
+  broker answers "out of range" when the log starts later and ``auto_offset_reset``
+  moves to the first record);
+* Faust's read offsets are never consulted (:class:`_Unread`): nothing is dropped as
+  already read (a record delivered twice is applied twice, which the core makes a no-op)
+  and no jump is acked as a gap;
+* :class:`InputPositions` follows the next offset expected per input partition; when a
+  record arrives past it, the agent seeks back to the first missing offset, so the
+  skipped records are fetched again, and until they are acked the commit stays below
+  them.  Compacted inputs (the stall-check topic) have real gaps and are not followed.
 """
 
 from __future__ import annotations
@@ -37,12 +48,55 @@ def unstarted(
     )
 
 
-def install(consumer: Any, topics: Collection[str]) -> None:
-    """Make ``consumer.perform_seek`` also rewind never-committed input partitions."""
+class _Unread(dict[Any, int | None]):
+    """Faust's ``_read_offset`` that always reads as "nothing read yet"."""
+
+    def __getitem__(self, tp: Any) -> None:
+        return None
+
+
+class InputPositions:
+    """The next offset expected per followed input partition (see the module docstring)."""
+
+    def __init__(self, committed: Callable[[Any], int | None], topics: Collection[str]) -> None:
+        self._committed = committed
+        self.topics = frozenset(topics)
+        self._expected: dict[Any, int] = {}
+        self._sought: dict[Any, int] = {}
+
+    def reset(self) -> None:
+        """Forget positions: after a seek they restart from the committed offsets."""
+        self._expected.clear()
+        self._sought.clear()
+
+    def observe(self, tp: Any, offset: int) -> int | None:
+        """Note a delivered record; the first missing offset when it arrived past the
+        expected one and no seek back to it was asked for yet, else None."""
+        if tp.topic not in self.topics:
+            return None
+        expected = self._expected.get(tp)
+        if expected is None:
+            expected = self._committed(tp) or 0
+        if offset <= expected:
+            self._expected[tp] = max(expected, offset + 1)
+            return None
+        self._expected[tp] = expected
+        if self._sought.get(tp) == expected:
+            return None
+        self._sought[tp] = expected
+        return expected
+
+
+def install(consumer: Any, topics: Collection[str], followed: Collection[str]) -> InputPositions:
+    """Patch the app consumer as described above; ``topics`` are the input topics,
+    ``followed`` those of them without compaction."""
+    positions = InputPositions(lambda tp: consumer._committed_offset.get(tp), followed)
+    consumer._read_offset = _Unread()
     faust_seek: Callable[[], Awaitable[None]] = consumer.perform_seek
 
     async def perform_seek() -> None:
         await faust_seek()
+        positions.reset()
         # perform_seek stored the positive committed offsets it found
         rewind = unstarted(consumer.assignment(), consumer._committed_offset.get, topics)
         for tp in rewind:
@@ -53,3 +107,4 @@ def install(consumer: Any, topics: Collection[str]) -> None:
             )
 
     consumer.perform_seek = perform_seek
+    return positions

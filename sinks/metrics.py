@@ -113,6 +113,12 @@ class SalesopsMetrics:
         self.sink_errors = Counter(
             "salesops_sink_errors_total", "Failed sink flushes (retried), by sink", ["sink"], registry=r
         )
+        self.input_rewinds = Counter(
+            "salesops_input_rewinds_total",
+            "Seeks back to input records the Kafka client skipped (they are fetched again)",
+            ["topic"],
+            registry=r,
+        )
         self.sink_flushes = Counter(
             "salesops_sink_flushes_total", "Successful sink flushes, by sink", ["sink"], registry=r
         )
@@ -296,6 +302,7 @@ class SalesopsMetrics:
         topics = list(topics)
         sinks = list(sinks)
         for t in topics:
+            self.input_rewinds.labels(t)
             for outcome in EVENT_OUTCOMES:
                 self.events.labels(t, outcome)
             self.assigned_partitions.labels(t).set(0)

@@ -1,4 +1,4 @@
-"""Which input partitions a seek must rewind (agents/start_offsets.py).
+"""Which input partitions a seek must rewind (agents/input_offsets.py).
 
 The whole effect (no lost first fetch after a crash) is checked on a real broker by
 tests/integration/test_crash_stress.py; this pins the selection rule.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from agents.start_offsets import unstarted
+from agents.input_offsets import InputPositions, unstarted
 
 
 class TP(NamedTuple):
@@ -32,3 +32,18 @@ def test_never_committed_and_zero_committed_input_partitions_are_rewound() -> No
         TP("deals", 0),
         TP("deals", 2),
     ]
+
+
+def test_a_record_past_the_expected_offset_asks_once_for_the_missing_ones() -> None:
+    committed = {TP("deals", 0): 10}
+    pos = InputPositions(committed.get, {"deals"})
+    # from the committed offset 10: 10, 11 in order; 15 skips 12-14 -> seek back to 12
+    assert [pos.observe(TP("deals", 0), o) for o in (10, 11, 15, 16)] == [None, None, 12, None]
+    # the re-fetched 12.. arrive, then the duplicates 15, 16 again: all in order now
+    assert [pos.observe(TP("deals", 0), o) for o in (12, 13, 14, 15, 16, 17)] == [None] * 6
+    # a never-committed partition expects offset 0; compacted topics are not followed
+    assert pos.observe(TP("deals", 1), 2000) == 0
+    assert pos.observe(TP("checks", 0), 99) is None
+    # after a seek (rebalance), positions restart from the committed offsets
+    pos.reset()
+    assert pos.observe(TP("deals", 0), 10) is None
