@@ -201,10 +201,11 @@ def split(deal_rows: Iterable[DealRow], dimension: str) -> dict[str, list[DealRo
 
 def won_in_period(deal_rows: Iterable[DealRow], period: Period, tz: ZoneInfo) -> int:
     """Closing amount of the won deals whose close day lies in ``period``."""
+    start, end = period_bounds_ms(period, tz)
     return sum(
         r.amount_cents
         for r in deal_rows
-        if r.status == WON and r.closed_at is not None and period.contains(day_of(r.closed_at, tz))
+        if r.status == WON and r.closed_at is not None and start <= r.closed_at < end
     )
 
 
