@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -317,14 +317,23 @@ def _str(raw: Mapping[str, Any], name: str) -> str:
     return value
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _datetime_ms(value: datetime) -> int:
+    """Exact epoch ms of a datetime: integer arithmetic, since ``timestamp() * 1000`` goes
+    through float seconds and loses 1 ms on some instants (2004-01-26T19:05:41.396Z)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
 def to_epoch_ms(value: Any, name: str) -> int:
     """Epoch ms from an int/float (ms), a digit string, an ISO-8601 string or a datetime."""
     if isinstance(value, bool):
         raise _Invalid("invalid_type", f"{name} must be a timestamp, got a boolean")
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return int(value.timestamp() * 1000)
+        return _datetime_ms(value)
     if isinstance(value, int):
         return value
     if isinstance(value, float) and math.isfinite(value):
@@ -337,9 +346,7 @@ def to_epoch_ms(value: Any, name: str) -> int:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise _Invalid("invalid_type", f"{name} is not ISO-8601 or epoch ms: {_shown(value)}") from None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return int(parsed.timestamp() * 1000)
+        return _datetime_ms(parsed)
     raise _Invalid("invalid_type", f"{name} must be a timestamp, got {type(value).__name__}")
 
 

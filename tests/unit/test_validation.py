@@ -268,3 +268,14 @@ def test_details_quote_bad_values_shortened() -> None:
     result = validate_deal(deal(amount="1" * 10_000 + "x"), CONFIG, RATES, LIMITS)
     assert isinstance(result, Rejection) and result.reason == "invalid_type"
     assert len(result.detail) < 150 and "10003 characters" in result.detail
+
+
+def test_timestamps_convert_to_exact_milliseconds() -> None:
+    from datetime import UTC, datetime
+
+    from streams.validation import to_epoch_ms
+
+    # 2004-01-26T19:05:41.396Z is 1075143941396 ms; through float seconds it became ...395
+    assert to_epoch_ms("2004-01-26T19:05:41.396Z", "t") == 1_075_143_941_396
+    assert to_epoch_ms(datetime(2004, 1, 26, 19, 5, 41, 396_000, tzinfo=UTC), "t") == 1_075_143_941_396
+    assert to_epoch_ms("1969-12-31T23:59:59.999Z", "t") == -1
