@@ -1003,6 +1003,14 @@ def operations_dashboard() -> dict[str, Any]:
             [target(f"sum by (topic) (rate(salesops_late_events_total{{{i}}}{ri}))", "{{topic}}")],
             "ops",
         ),
+        panel(
+            "timeseries",
+            "Input rewinds",
+            "Seeks back to input records the Kafka client skipped after a rebalance; they are "
+            "fetched and applied again, so numbers stay exact (docs/design.md).",
+            [target(f"sum by (topic) (increase(salesops_input_rewinds_total{{{i}}}{ri}))", "{{topic}}")],
+            defaults={"custom": {"drawStyle": "bars", "fillOpacity": 60}},
+        ),
         row("Latency"),
         panel(
             "timeseries",
