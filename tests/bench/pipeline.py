@@ -28,6 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiokafka.partitioner import murmur2
+from faust.types import TP
 
 from agents.app import BATCH_MAX_EVENTS, SalesopsWorker
 from agents.settings import Secret, Settings
@@ -166,6 +167,11 @@ class Message:
     def incref(self) -> None:
         """Faust counts references to a message until it is acked; nothing commits here."""
 
+    @property
+    def tp(self) -> TP:
+        """Faust's topic-partition of the message (the worker follows input positions by it)."""
+        return TP(self.topic, self.partition)
+
 
 @dataclass(slots=True)
 class Event:
@@ -227,14 +233,15 @@ class InProcessWorker:
         self.worker = SalesopsWorker(self.settings)
         self.producer = AckingProducer()
         self.worker.deal_writer.producer = self.producer
-        self._offset = 0
+        self._offsets: dict[int, int] = {}  # next offset per partition, as Kafka numbers them
         self._runner: asyncio.Runner | None = None
 
     def events(self, records: Iterable[tuple[int, bytes | None, bytes | None]]) -> list[Event]:
         out = []
         for partition, key, value in records:
-            out.append(Event(Message(self.TOPIC, partition, self._offset, key, value)))
-            self._offset += 1
+            offset = self._offsets.get(partition, 0)
+            out.append(Event(Message(self.TOPIC, partition, offset, key, value)))
+            self._offsets[partition] = offset + 1
         return out
 
     async def handle_batch(self, events: Sequence[Event]) -> None:
