@@ -426,3 +426,11 @@ def test_simulate_agrees_with_expected_and_breaks_down_by_owner() -> None:
     }
     assert set(by_owner) == {"u-0", "u-1", "u-2", "unknown"}
     assert sum(m.already_won_cents for m in by_owner.values()) == mc.already_won_cents
+
+
+def test_the_forecast_bench_prints_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.bench import forecast_bench
+
+    assert forecast_bench.main(["--deals", "1000", "--chunk-trials", "300"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("forecast monte carlo: deals=1000 trials=10000 seconds=") and "peak_mib=" in line
