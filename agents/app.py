@@ -703,7 +703,7 @@ class SalesopsWorker:
         margins = pulse.enps_drop_margins(merged, now, s.anonymity_threshold)
         set_gauge_family(self.metrics.enps_drop_margin, {(g,): m for g, m in margins.items()})
         self.metrics.enps_drop_threshold.set(s.enps_drop_points)
-        _, records = enps_alerts.decide(self.enps_latest, all_drops, s.enps_drop_points, now)
+        _, records = enps_alerts.decide(self.enps_latest, all_drops, s.enps_drop_points, now, margins)
         for record in records:
             await self.emit_alert(record)
             # known once sent: a failed send is decided and sent again on the next pass

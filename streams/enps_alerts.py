@@ -10,6 +10,11 @@ Rules of :func:`decide`:
 
 * a group *drops* when its row's ``drop > threshold`` (strictly more, as the setting
   says); a group with no row (not visible in both windows) does not drop;
+* it only *starts* dropping when the drop is also larger than its 95 % margin of error
+  (``margins``, from :func:`streams.pulse.enps_drop_margins`): a drop within the noise
+  of two small samples -- a half-imported wave, a team of 12 -- fires nothing.  Once
+  FIRING, it stays FIRING while ``drop > threshold`` (hysteresis: a margin that grows
+  as answers trickle in does not resolve and re-fire the same drop);
 * FIRING when a group drops and has no FIRING alert, with ``alert_id =
   enps_drop:<group>:<day>`` (``day`` the UTC date of ``now_ms``, as ``YYYY-MM-DD``),
   ``fired_at = now_ms``, ``value`` the drop in points;
@@ -113,7 +118,11 @@ def _resolved(
 
 
 def decide(
-    alerts: Alerts, drops: Iterable[Mapping[str, Any]], threshold: float, now_ms: int
+    alerts: Alerts,
+    drops: Iterable[Mapping[str, Any]],
+    threshold: float,
+    now_ms: int,
+    margins: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Mapping[str, Any]], list[dict[str, Any]]]:
     """The next known alerts and the records to emit (FIRINGs, then RESOLVEDs, each by group).
 
@@ -125,7 +134,13 @@ def decide(
     if now_ms <= NO_WATERMARK_MS:
         return known, []
     rows = {row["group"]: row for row in drops}
-    dropping = {group for group, row in rows.items() if row["drop"] > threshold}
+    margins = margins or {}
+    firing_now = firing(known)
+    dropping = {
+        group
+        for group, row in rows.items()
+        if row["drop"] > threshold and (group in firing_now or row["drop"] > margins.get(group, 0.0))
+    }
     fired: list[dict[str, Any]] = []
     resolved: list[dict[str, Any]] = []
     for group in sorted(dropping):

@@ -80,6 +80,17 @@ def test_a_drop_equal_to_the_threshold_does_not_fire() -> None:
     assert [r["subject"] for r in records] == ["team:sales"]
 
 
+def test_a_drop_within_its_margin_of_error_does_not_fire_but_a_firing_one_stays() -> None:
+    # threshold 10; org dropped 12 with a margin of 25 (a small, half-imported sample):
+    # noise, no alert; sales dropped 40 with a margin of 15: fires
+    margins = {"org": 25.0, "team:sales": 15.0}
+    known, records = decide({}, DROPS, 10.0, NOW, margins)
+    assert [r["subject"] for r in records] == ["team:sales"]
+    # more answers make sales' margin 45 while its drop is still 40 > 10: it stays FIRING
+    _, more = decide(known, DROPS, 10.0, NOW + HOUR_MS, {"org": 25.0, "team:sales": 45.0})
+    assert more == []
+
+
 def test_no_repeat_firing_after_a_restart() -> None:
     # the first publisher fired org and sales, then stopped; a restarted one reads the
     # two records back from the alerts topic and sees the same drops: it emits nothing
