@@ -15,6 +15,11 @@ Two quirks of the client stack can skip input records, and Faust then commits pa
    middle of a pipelined fetch, the records it dropped left a jump, and the jump was
    acked, so the commit skipped them.
 
+3. Faust commits the end of the first run of consecutive acked offsets *wherever it
+   starts*: its head-gap check runs only when a positive offset was committed, and even
+   then lets one missing record through (``min(acked) - committed > 1``).  Records acked
+   past a skipped range are committed before the range is processed.
+
 The fix, installed by :func:`install` on the app's consumer:
 
 * after Faust's ``perform_seek``, never-committed input partitions are sought to 0 (the
@@ -25,14 +30,20 @@ The fix, installed by :func:`install` on the app's consumer:
   and no jump is acked as a gap;
 * :class:`InputPositions` follows the next offset expected per input partition; when a
   record arrives past it, the agent seeks back to the first missing offset, so the
-  skipped records are fetched again, and until they are acked the commit stays below
-  them.  Compacted inputs (the stall-check topic) have real gaps and are not followed.
+  skipped records are fetched again;
+* a followed partition commits only when its acked offsets start at its start (the
+  committed offset, or the partition's earliest offset when none was committed): until
+  the skipped records are acked, nothing past them is committed.
+
+Compacted inputs (the stall-check topic) have real gaps and are not followed; with read
+offsets off, Faust no longer acks their gaps either, so after a compaction their commits
+wait at the first gap and a restart re-reads those checks (each is a no-op when repeated).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -63,11 +74,24 @@ class InputPositions:
         self.topics = frozenset(topics)
         self._expected: dict[Any, int] = {}
         self._sought: dict[Any, int] = {}
+        self._earliest: dict[Any, int] = {}
 
-    def reset(self) -> None:
-        """Forget positions: after a seek they restart from the committed offsets."""
+    def reset(self, earliest: Mapping[Any, int] | None = None) -> None:
+        """Forget positions: after a seek they restart from the committed offsets, or from
+        ``earliest`` for the partitions without one."""
         self._expected.clear()
         self._sought.clear()
+        self._earliest = dict(earliest or {})
+
+    def start(self, tp: Any) -> int:
+        """The first offset this partition must process: the committed offset, else its
+        earliest offset."""
+        committed = self._committed(tp)
+        return committed if committed is not None else self._earliest.get(tp, 0)
+
+    def may_commit(self, tp: Any, acked: Collection[int]) -> bool:
+        """False while the acked offsets of a followed partition do not start at its start."""
+        return tp.topic not in self.topics or not acked or min(acked) <= self.start(tp)
 
     def observe(self, tp: Any, offset: int) -> int | None:
         """Note a delivered record; the first missing offset when it arrived past the
@@ -76,7 +100,7 @@ class InputPositions:
             return None
         expected = self._expected.get(tp)
         if expected is None:
-            expected = self._committed(tp) or 0
+            expected = self.start(tp)
         if offset <= expected:
             self._expected[tp] = max(expected, offset + 1)
             return None
@@ -93,18 +117,26 @@ def install(consumer: Any, topics: Collection[str], followed: Collection[str]) -
     positions = InputPositions(lambda tp: consumer._committed_offset.get(tp), followed)
     consumer._read_offset = _Unread()
     faust_seek: Callable[[], Awaitable[None]] = consumer.perform_seek
+    faust_new_offset: Callable[[Any], int | None] = consumer._new_offset
 
     async def perform_seek() -> None:
         await faust_seek()
-        positions.reset()
         # perform_seek stored the positive committed offsets it found
         rewind = unstarted(consumer.assignment(), consumer._committed_offset.get, topics)
+        earliest = dict(await consumer.earliest_offsets(*rewind)) if rewind else {}
+        positions.reset(earliest)
         for tp in rewind:
-            await consumer.seek(tp, 0)
+            await consumer.seek(tp, earliest.get(tp, 0))
         if rewind:
             log.info(
                 "rewind_uncommitted partitions=%s", ",".join(f"{tp.topic}:{tp.partition}" for tp in rewind)
             )
 
+    def new_offset(tp: Any) -> int | None:
+        if not positions.may_commit(tp, consumer._acked[tp]):
+            return None  # a head gap: the skipped records are being fetched again
+        return faust_new_offset(tp)
+
     consumer.perform_seek = perform_seek
+    consumer._new_offset = new_offset
     return positions

@@ -47,3 +47,19 @@ def test_a_record_past_the_expected_offset_asks_once_for_the_missing_ones() -> N
     # after a seek (rebalance), positions restart from the committed offsets
     pos.reset()
     assert pos.observe(TP("deals", 0), 10) is None
+
+
+def test_a_partition_commits_only_when_its_acked_offsets_start_at_its_start() -> None:
+    committed = {TP("deals", 0): 100}
+    pos = InputPositions(committed.get, {"deals"})
+    pos.reset(earliest={TP("deals", 1): 40})  # deals:1 never committed, its log starts at 40
+    # committed 100: acked 101.. leaves record 100 unprocessed (Faust let one through)
+    assert not pos.may_commit(TP("deals", 0), [101, 102])
+    assert pos.may_commit(TP("deals", 0), [100, 101])
+    # never committed: the acked run must start at the earliest offset
+    assert not pos.may_commit(TP("deals", 1), [956, 957])
+    assert pos.may_commit(TP("deals", 1), [40, 41, 956])
+    assert pos.observe(TP("deals", 1), 40) is None
+    # not followed (compacted) and nothing acked: Faust decides
+    assert pos.may_commit(TP("checks", 0), [7])
+    assert pos.may_commit(TP("deals", 0), [])
