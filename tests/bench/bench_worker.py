@@ -618,8 +618,9 @@ def phase_in_process(report: Report, data: list[Record], profile_n: int) -> None
     valid = [(r.partition, e) for r in data if isinstance(e := pipe.decode_validate(r.value), DealEvent)]
     core = CoreStep()
     core_s = _timed(core.apply, _chunks(valid))
+    batches = pipe.batches(data)
     t0 = time.perf_counter()
-    pipe.handle(data)
+    pipe.run(batches)
     whole_s = time.perf_counter() - t0
     rates = {"pure_step": len(valid) / core_s, "worker_batch_handler": n / whole_s}
     report.details["in_process"] = {
@@ -654,8 +655,9 @@ def phase_in_process(report: Report, data: list[Record], profile_n: int) -> None
     prof = cProfile.Profile()
     profiled = InProcessWorker(clock="watermark")
     sample = data[:profile_n]
+    sample_batches = profiled.batches(sample)
     prof.enable()
-    profiled.handle(sample)
+    profiled.run(sample_batches)
     prof.disable()
     stats = pstats.Stats(prof)
     report.details["profile"] = profile_rows(stats, len(sample))

@@ -33,7 +33,7 @@ from faust.types import TP
 from agents.app import BATCH_MAX_EVENTS, SalesopsWorker
 from agents.settings import Secret, Settings
 from agents.simulator import RecordEncoder, deliver, generate_deals
-from schemas.codec import Codec, DecodeError
+from schemas.codec import Codec
 from streams.deal_step import DealPartition, StoredDeal, apply_batch
 from streams.events import DAY_MS, DealEvent
 from streams.pipelines import (
@@ -248,27 +248,35 @@ class InProcessWorker:
         """One fetched batch through the worker's own deal batch handler."""
         await self.worker.handle_deal_batch(_Stream(), events)
 
-    async def handle_all(self, records: Sequence[Record]) -> None:
-        """``records`` in batches of the worker's batch size, as ``take_events`` makes them
-        when the topic has more than a batch waiting."""
-        for i in range(0, len(records), BATCH_MAX_EVENTS):
-            chunk = records[i : i + BATCH_MAX_EVENTS]
-            await self.handle_batch(self.events((r.partition, r.key, r.value) for r in chunk))
+    def batches(self, records: Sequence[Record]) -> list[list[Event]]:
+        """``records`` as the worker's agent gets them when the topic has more than a batch
+        waiting: events in batches of the worker's batch size."""
+        return [
+            self.events((r.partition, r.key, r.value) for r in records[i : i + BATCH_MAX_EVENTS])
+            for i in range(0, len(records), BATCH_MAX_EVENTS)
+        ]
 
-    def handle(self, records: Sequence[Record]) -> None:
-        """:meth:`handle_all` from synchronous code (one event loop for the instance)."""
+    async def handle_batches(self, batches: Sequence[Sequence[Event]]) -> None:
+        for batch in batches:
+            await self.handle_batch(batch)
+
+    def run(self, batches: Sequence[Sequence[Event]]) -> None:
+        """:meth:`handle_batches` from synchronous code (one event loop per instance)."""
         if self._runner is None:
             self._runner = asyncio.Runner()
-        self._runner.run(self.handle_all(records))
+        self._runner.run(self.handle_batches(batches))
+
+    def handle(self, records: Sequence[Record]) -> None:
+        self.run(self.batches(records))
 
     def decode_validate(self, value: bytes) -> DealEvent | Rejection:
-        """The worker's decode and validation of a deal event (``SalesopsWorker._accept``
-        without the dead-letter write), for the per-stage rates."""
+        """A deal event decoded as the worker decodes it (``SalesopsWorker._decode``) and
+        validated with the worker's pipelines, rates and limits: the input of the pure step
+        alone (:class:`CoreStep`).  The batch handler does this itself (``_deal_item``)."""
         w = self.worker
-        try:
-            decoded = w.deal_codec.decode(value)
-        except DecodeError as exc:
-            return Rejection("undecodable", str(exc))
+        decoded = w._decode(w.deal_codec, Message(self.TOPIC, 0, 0, None, value))
+        if isinstance(decoded, Rejection):
+            return decoded
         return validate_deal(decoded, w.config, w.rates, w._limits())
 
     def counted(self, outcome: str) -> float:
