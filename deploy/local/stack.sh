@@ -57,6 +57,10 @@ KAFKA_DIR="$LOCAL/kafka"
 # the jars are shared by every state directory: a private broker needs no second download
 KAFKA_LIBS="${SALESOPS_LOCAL_KAFKA_LIBS:-$ROOT/.local/kafka/$KAFKA_VERSION/libs}"
 KAFKA_DATA="$KAFKA_DIR/data-$KAFKA_VERSION"
+# the log of a 3.9.1 stack from before the version switch (one unversioned data directory)
+if [[ "$KAFKA_VERSION" == 3.9.1 && ! -e "$KAFKA_DATA" && -f "$KAFKA_DIR/data/meta.properties" ]]; then
+  KAFKA_DATA="$KAFKA_DIR/data"
+fi
 KAFKA_LOGS="$KAFKA_DIR/logs"
 KAFKA_CONF="$KAFKA_DIR/server.properties"
 if [[ "$KAFKA_MAJOR" == 3 ]]; then
