@@ -292,7 +292,7 @@ class SalesopsWorker:
                 missing,
                 msg.offset,
             )
-            await self.app.consumer.seek(msg.tp, missing)
+            await self.app.consumer.seek_wait({msg.tp: missing})  # in the consumer's thread
 
     async def _produce(self, topic: Any, key: bytes, value: bytes) -> None:
         """An output record of the current batch (durable with it), or, outside a batch

@@ -125,8 +125,10 @@ def install(consumer: Any, topics: Collection[str], followed: Collection[str]) -
         rewind = unstarted(consumer.assignment(), consumer._committed_offset.get, topics)
         earliest = dict(await consumer.earliest_offsets(*rewind)) if rewind else {}
         positions.reset(earliest)
-        for tp in rewind:
-            await consumer.seek(tp, earliest.get(tp, 0))
+        if rewind:
+            # seek_wait seeks in the consumer's own thread; Consumer.seek calls the client
+            # from this thread, and the client's fetcher can miss the wake-up and stall
+            await consumer.seek_wait({tp: earliest.get(tp, 0) for tp in rewind})
         if rewind:
             log.info(
                 "rewind_uncommitted partitions=%s", ",".join(f"{tp.topic}:{tp.partition}" for tp in rewind)
