@@ -36,6 +36,7 @@ import os
 import pickle
 import platform
 import pstats
+import re
 import shutil
 import subprocess
 import sys
@@ -866,6 +867,10 @@ def _probe(path: Path, mode: str) -> dict[str, Any]:
     return result
 
 
+def _secs(value: float | None) -> str:
+    return "?" if value is None else f"{value:.1f} s"
+
+
 def _until_ready(w: BenchWorker, expect: int, t0: float, budget_s: float) -> dict[str, Any]:
     """Seconds from ``t0`` (the process was started) until the web server answers, until
     ``/readyz`` is 200, and until ``/api/pipeline`` shows ``expect`` open deals."""
@@ -893,6 +898,30 @@ def _until_ready(w: BenchWorker, expect: int, t0: float, budget_s: float) -> dic
             if deals is not None and deals >= expect:
                 return {"http_s": http_s, "readyz_s": ready_s, "ready_s": now, "open_deals": deals}
         time.sleep(READY_POLL_S)
+
+
+# Log lines that mark a restarting worker's progress: Faust's, when the changelogs are
+# replayed (before the recovery callbacks), and the worker's, when its views are rebuilt.
+RESTART_MARKS = {"changelog_replayed_s": "Restore complete!", "views_rebuilt_s": "deal views rebuilt"}
+_LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def log_marks(path: Path, offset: int, started: datetime) -> dict[str, float]:
+    """Seconds from ``started`` (local time, as the log's) to the first line of each of
+    :data:`RESTART_MARKS` written after byte ``offset`` of the log; missing marks are left out."""
+    out: dict[str, float] = {}
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        for raw in fh:
+            line = raw.decode(errors="replace")
+            m = _LOG_TIME.match(line)
+            if not m:
+                continue
+            for key, text in RESTART_MARKS.items():
+                if key not in out and text in line:
+                    at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                    out[key] = (at - started).total_seconds()
+    return out
 
 
 def phase_restart(report: Report, names: Names, deals: list[Record], logs: Path, budget_s: float) -> None:
@@ -953,19 +982,24 @@ def phase_restart(report: Report, names: Names, deals: list[Record], logs: Path,
             with BenchWorker(
                 names, logs, SALESOPS_STORE=store, SALESOPS_DATA_DIR=str(data_root / directory)
             ) as w:
+                offset = w.proc.log_path.stat().st_size if w.proc.log_path.exists() else 0
+                started = datetime.now()
                 t0 = time.perf_counter()
                 w.start()
                 r = _until_ready(w, n, t0, budget_s)
                 r |= {"store": store, "label": label, "rss": w.status("VmRSS")}
+            r |= log_marks(w.proc.log_path, offset, started)
             results.append(r)
             report.add(
                 Row(
                     label,
                     r["ready_s"],
                     "s",
-                    note=f"from process start: web up {r['http_s']:.1f} s, /readyz 200 "
-                    f"{r['readyz_s']:.1f} s, /api/pipeline shows {r['open_deals']:,} open deals "
-                    f"{r['ready_s']:.1f} s; VmRSS then {r['rss'] / 2**20:,.0f} MiB",
+                    note=f"from process start: web up {r['http_s']:.1f} s, changelog replayed "
+                    f"{_secs(r.get('changelog_replayed_s'))}, views rebuilt "
+                    f"{_secs(r.get('views_rebuilt_s'))}, "
+                    f"/readyz 200 {r['readyz_s']:.1f} s, /api/pipeline shows {r['open_deals']:,} open "
+                    f"deals {r['ready_s']:.1f} s; VmRSS then {r['rss'] / 2**20:,.0f} MiB",
                     headline=headline,
                 )
             )

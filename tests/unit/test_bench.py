@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+
 import pytest
 
 from agents.records import DealRecord
 from schemas.codec import Codec
 from streams.events import DealEvent
+from tests.bench.bench_worker import log_marks
 from tests.bench.pipeline import CoreStep, InProcessWorker, build_dataset, created_deals, partition_of
 from tests.bench.report import Progress, Report, Row, quantile, render
 
@@ -89,3 +93,18 @@ def test_in_process_worker_and_pure_step_agree() -> None:
     assert sorted(pipe.worker.partitions) == sorted(core.partitions)
     for p, part in core.partitions.items():
         assert pipe.worker.partitions[p].views.partial() == part.views.partial()
+
+
+def test_restart_marks_come_from_the_new_part_of_the_log(tmp_path: Path) -> None:
+    log = tmp_path / "worker.log"
+    old = "[2026-11-27 09:00:01,000] [7] [INFO] Restore complete! \n"  # the previous run's
+    log.write_text(old)
+    offset = log.stat().st_size
+    with log.open("a") as fh:
+        fh.write("[2026-11-27 10:00:05,500] [8] [INFO] Restore complete! \n")
+        fh.write("  a continuation line without a time\n")
+        fh.write("[2026-11-27 10:00:09,000] [8] [INFO] deal views rebuilt partitions=[0] deals=5\n")
+        fh.write("[2026-11-27 10:00:30,000] [8] [INFO] Restore complete! \n")  # a later rebalance
+    # started at 10:00:00: replayed 5.5 s later, views rebuilt 9.0 s later; first marks only
+    marks = log_marks(log, offset, datetime(2026, 11, 27, 10, 0, 0))
+    assert marks == {"changelog_replayed_s": 5.5, "views_rebuilt_s": 9.0}
