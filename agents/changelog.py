@@ -76,9 +76,6 @@ class DurableTable:
     def __len__(self) -> int:
         return len(self.table)
 
-    def items(self) -> Any:
-        return self.table.items()
-
     @property
     def changelog_topic(self) -> str:
         name: str = self.table.changelog_topic.get_topic_name()

@@ -8,29 +8,15 @@ from decimal import Decimal
 
 from schemas.codec import Codec
 from tests.integration.conftest import Names, consume_all, create_topic, encoded_deal, produce
+from tests.integration.test_people_pulse import sales_answer
 
-DAY_MS = 86_400_000
 # the replay's "now": the watermark, i.e. the newest deal event minus the allowed lateness
 WATERMARK = int(datetime(2020, 6, 15, 12, 0, tzinfo=UTC).timestamp() * 1000)
 
 
 def test_enps_drop_in_a_replay_fires_at_the_watermark(names: Names, start_worker) -> None:
-    codec = Codec.for_record("SurveyResponse")
-
     def answer(i: int, score: int, days_ago: int) -> tuple[bytes, bytes]:
-        return b"sales", codec.encode(
-            {
-                "response_id": f"r{i}",
-                "survey_id": f"s{days_ago}",
-                "submitted_at": WATERMARK - days_ago * DAY_MS,
-                "respondent": f"emp-{i}",
-                "team": "sales",
-                "department": None,
-                "enps_score": score,
-                "enps_scale_min": 0,
-                "answers": [],
-            }
-        )
+        return sales_answer(i, score, days_ago, WATERMARK)
 
     # 30 to 60 days before the watermark: 6 promoters -> eNPS 100; the last 30 days: 3
     # promoters and 3 detractors -> 0: a drop of 100 in June 2020, none in today's windows

@@ -201,25 +201,29 @@ def test_enps_and_pulse_match_reference_and_never_expose_a_respondent(
     assert json.dumps(rows)  # the view is plain JSON
 
 
+def sales_answer(i: int, score: int, days_ago: int, now_ms: int) -> tuple[bytes, bytes]:
+    """(key, value) of respondent ``emp-<i>``'s eNPS answer in team sales, ``days_ago``
+    days before ``now_ms`` (one survey per day)."""
+    return b"sales", Codec.for_record("SurveyResponse").encode(
+        {
+            "response_id": f"r{i}",
+            "survey_id": f"s{days_ago}",
+            "submitted_at": now_ms - days_ago * 86_400_000,
+            "respondent": f"emp-{i}",
+            "team": "sales",
+            "department": None,
+            "enps_score": score,
+            "enps_scale_min": 0,
+            "answers": [],
+        }
+    )
+
+
 def test_enps_drop_fires_one_alert_on_the_alerts_topic(names: Names, start_worker) -> None:
-    codec = Codec.for_record("SurveyResponse")
     now = int(time.time() * 1000)
-    day_ms = 86_400_000
 
     def answer(i: int, score: int, days_ago: int) -> tuple[bytes, bytes]:
-        return b"sales", codec.encode(
-            {
-                "response_id": f"r{i}",
-                "survey_id": f"s{days_ago}",
-                "submitted_at": now - days_ago * day_ms,
-                "respondent": f"emp-{i}",
-                "team": "sales",
-                "department": None,
-                "enps_score": score,
-                "enps_scale_min": 0,
-                "answers": [],
-            }
-        )
+        return sales_answer(i, score, days_ago, now)
 
     # previous 30 days: 6 promoters -> eNPS 100; last 30 days: 3 promoters + 3 detractors -> 0: drop 100
     before = [answer(i, 10, 45) for i in range(6)]
