@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The local stack without Docker: a single-node Kafka (KRaft, broker+controller; 3.9.1 by
-# default, 4.x selectable) from the official Maven Central jars, and a private
+# The local stack without Docker: a single-node Kafka (KRaft, broker+controller; 4.1.1 by
+# default, 3.9.x selectable) from the official Maven Central jars, and a private
 # redis-server on its own port.
 # Everything it creates lives in <repo>/.local/ (git-ignored).
 #
@@ -13,7 +13,7 @@
 #     SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT=19093 deploy/local/stack.sh kafka-up
 #
 # Settings (environment):
-#   SALESOPS_LOCAL_KAFKA_VERSION          Kafka version, 3.x or 4.x     (3.9.1; tested: 3.9.1, 4.1.1)
+#   SALESOPS_LOCAL_KAFKA_VERSION          Kafka version, 3.x or 4.x     (4.1.1; tested: 4.1.1, 3.9.1)
 #   SALESOPS_LOCAL_KAFKA_PORT             PLAINTEXT listener            (9092)
 #   SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT  KRaft controller listener     (9093)
 #   SALESOPS_LOCAL_REDIS_PORT             redis-server port             (6380, never a distro redis's 6379)
@@ -31,7 +31,7 @@
 # Exit codes: 0 ok; 1 failure; 2 usage; 3 `status` with a service not running.
 set -euo pipefail
 
-KAFKA_VERSION="${SALESOPS_LOCAL_KAFKA_VERSION:-3.9.1}"
+KAFKA_VERSION="${SALESOPS_LOCAL_KAFKA_VERSION:-4.1.1}"
 [[ "$KAFKA_VERSION" =~ ^([34])\.[0-9]+\.[0-9]+$ ]] || {
   printf 'ERROR: SALESOPS_LOCAL_KAFKA_VERSION=%s: expected a Kafka 3.x or 4.x release such as 4.1.1 or 3.9.1\n' \
     "$KAFKA_VERSION" >&2
@@ -583,7 +583,7 @@ usage: $0 up|down|status|logs [-f]|kafka-up|kafka-down|kafka-status
   logs    last lines of both logs (-f follows them)
   kafka-up, kafka-down, kafka-status   the same for the broker alone
 state: $LOCAL (SALESOPS_LOCAL_DIR), jars: $KAFKA_LIBS
-Kafka version: $KAFKA_VERSION (SALESOPS_LOCAL_KAFKA_VERSION; tested 3.9.1 and 4.1.1)
+Kafka version: $KAFKA_VERSION (SALESOPS_LOCAL_KAFKA_VERSION; tested 4.1.1 and 3.9.1)
 EOF
   exit 2
 }
