@@ -1,90 +1,64 @@
-"""The Faust app: topics, tables, agents, timers and web views. Thin glue.
+"""The Faust app: topics, tables, agents and timers, and who does what. Thin glue.
 
 Flow per partition (docs/design.md): decode -> validate -> core (``streams``) -> table ->
-incremental views.  A timer publishes each owned partition's *partial* view to the
-internal partials topic; every worker reads all partials and merges the latest one per
-partition, so ``/api`` answers global numbers whichever worker is asked.  The worker
-owning partition 0 of the deal topic (the *publisher*) writes the merged views to the
-aggregate topics, Redis and the ratio gauges.  After a rebalance or a restart the views
-are rebuilt from the recovered tables, never from counters.
+incremental views.  The handlers (agents/deal_handler.py, agents/survey_handler.py) run
+each fetched batch through the pure per-partition steps; agents/batches.py makes a
+batch durable before its offsets commit.  A timer publishes each owned partition's
+*partial* view to the internal partials topic; every worker reads all partials
+(agents/partials.py) and merges the latest one per partition, so ``/api`` answers global
+numbers whichever worker is asked.  The worker owning partition 0 of the deal topic (the
+*publisher*) writes the merged views to the aggregate topics, Redis and the ratio gauges
+(agents/outputs.py).  After a rebalance or a restart the views are rebuilt from the
+recovered tables, never from counters.
+
+**Clocks.**  One per role, chosen once from ``SALESOPS_CLOCK``: stall detection and aging
+of each deal partition run on the wall clock live, or on that partition's own event-time
+watermark in replays (``watermark``).  The global outputs (funnel periods, aging, eNPS
+windows and eNPS-drop alerts alike) run on :meth:`SalesopsWorker.global_now_ms`: the wall
+clock live; in replays the *highest* partition watermark, because a period is "current"
+as soon as any partition has reached it, and a minimum would hold every output back on
+the slowest or an idle partition forever.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import contextvars
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from agents import broker_health, input_offsets, lag
-from agents.changelog import DurableTable, TableWriter
-from agents.outputs import Publisher
-from agents.partials import PartialExchange, partition_for
-from agents.records import DealRecord, FramedRecord, FramedTable, TableLedger
+from agents.all_deals import AllDeals
+from agents.batches import BATCH_MAX_EVENTS, Intake, batches
+from agents.changelog import DurableTable
+from agents.deal_handler import DealHandler
+from agents.outputs import Publisher, Snapshot, set_worker_gauges, view_codecs
+from agents.partials import PartialBook, PartialExchange, PartialsReader, merge_deal_partials, partition_for
+from agents.records import TableLedger
 from agents.settings import Settings
+from agents.survey_handler import SurveyHandler
+from agents.targets import TargetsService
 from agents.web import define_routes
 from schemas.codec import Codec, DecodeError
+from sinks.aggregate_topics import AggregateTopicSink
+from sinks.base import Sink
 from sinks.metrics import ERROR_SINKS, SalesopsMetrics, set_gauge_family
+from sinks.redis_snapshot import RedisSnapshotSink
 from sinks.webhook import WebhookSink
-from streams import enps_alerts, pulse, stalled
-from streams.clock import Clock, WallClock
-from streams.deal_step import DealPartition, StoredDeal, apply_batch
-from streams.events import DealEvent
-from streams.pipeline_views import merge_partials
+from streams import enps_alerts, pulse
+from streams.clock import WallClock
+from streams.deal_step import DealPartition
 from streams.pipelines import DEFAULT_PIPELINES_FILE, DEFAULT_RATES_FILE, load_pipelines, load_rates
-from streams.validation import (
-    Limits,
-    Rejection,
-    to_epoch_ms,
-    validate_deal,
-    validate_invitation,
-    validate_response,
-)
+from streams.validation import Rejection, to_epoch_ms
 
 log = logging.getLogger(__name__)
 REPUBLISH_S = 30.0  # global outputs are refreshed at least this often (ages grow with time)
-Event = TypeVar("Event")  # a validated input record: DealEvent, SurveyResponse, SurveyInvitation
-# A batch is what one take from the stream returns: at most this many events, or what
-# arrived within this many seconds.  Its table writes and outputs are acknowledged by
-# Kafka before its offsets can be committed (agents/changelog.py).
-BATCH_MAX_EVENTS = 2000
-BATCH_WITHIN_S = 0.05
-# the writer of the batch the current agent task is handling (agents run as tasks)
-_BATCH_WRITER: contextvars.ContextVar[TableWriter | None] = contextvars.ContextVar("batch", default=None)
-
-
-@dataclass
-class SurveyPartition:
-    views: pulse.PulseViews
-    dirty: bool = True
-
-
-@dataclass
-class PartialBook:
-    """Latest partial per ``<view>:<partition>`` as read from the partials topic."""
-
-    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
-    version: int = 0  # bumped on every put: global outputs are recomputed only on change
-
-    def put(self, key: str, partial: dict[str, Any]) -> None:
-        self.latest[key] = partial
-        self.version += 1
-
-    def parts(self, view: str) -> list[dict[str, Any]]:
-        prefix = view + ":"
-        return [v for k, v in sorted(self.latest.items()) if k.startswith(prefix)]
+__all__ = ["BATCH_MAX_EVENTS", "SalesopsWorker", "run_worker"]
 
 
 class SalesopsWorker:
@@ -97,26 +71,15 @@ class SalesopsWorker:
         self.rates = load_rates(s.rates_file or DEFAULT_RATES_FILE)
         self.tz = ZoneInfo(s.timezone)
         self.metrics = SalesopsMetrics()
-        self.deal_codec = Codec.for_record("DealEvent")
-        self.response_codec = Codec.for_record("SurveyResponse")
-        self.invitation_codec = Codec.for_record("SurveyInvitation")
-        self.dead_letter_codec = Codec.for_record("DeadLetter")
         self.alert_codec = Codec.for_record("Alert")
-        self.partitions: dict[int, DealPartition] = {}
-        # live: stall detection and aging on the wall clock; replay: each partition's watermark
-        self.wall_clock: Clock | None = WallClock() if s.clock == "wall" else None
-        self.survey_partitions: dict[int, SurveyPartition] = {}
         self.book = PartialBook()
         # chunks partials so none exceeds the broker's message size (agents/partials.py)
         self.exchange = PartialExchange()
         # eNPS drop alerts: group -> its latest alert; recovered from the alerts topic at start
         self.enps_latest: enps_alerts.Alerts = {}
-        # global outputs wait until the partials/alerts reader has read to the end once
-        self.reader_caught_up = False
         self._gauged_partitions: frozenset[int] = frozenset()
         self._published_version = -1
         self._published_at = 0.0
-        self.secret = s.respondent_secret.value.encode()
         (Path(s.data_dir) / s.app_id).mkdir(parents=True, exist_ok=True)
         host = "127.0.0.1" if s.web_host in ("0.0.0.0", "") else s.web_host
         self.app = faust.App(
@@ -152,13 +115,19 @@ class SalesopsWorker:
             broker_commit_every=1000,
             broker_commit_interval=1.0,
         )
-        self.publisher = Publisher(self)
-        self._define()
         followed = {s.deal_events_topic, s.responses_topic, s.invitations_topic}
         followed |= {s.alerts_topic} if s.webhook_url else set()
         self.positions = input_offsets.install(
             self.app.consumer, followed | {s.topic("stall-checks")}, followed
         )
+        # every partition's deals, for the forecast, quotas and commission (agents/targets.py)
+        self.all_deals = AllDeals(s)
+        self.targets = TargetsService(self)
+        self._define()
+        sinks: list[Sink] = [AggregateTopicSink(self._send, view_codecs(), s.topic)]
+        if s.redis_url:
+            sinks.append(RedisSnapshotSink(s.redis_url.value, s.redis_prefix))
+        self.publisher = Publisher(self.metrics, sinks)
         self.webhook: WebhookSink | None = None
         if s.webhook_url:
             self.webhook = WebhookSink(
@@ -191,26 +160,50 @@ class SalesopsWorker:
         self.responses = app.Table("responses", default=None, partitions=s.topic_partitions, **table_opts)
         self.invitations = app.Table("invitations", default=None, partitions=s.topic_partitions, **table_opts)
         self.deliveries = app.Table("deliveries", default=None, partitions=s.topic_partitions, **table_opts)
+        self.intake = Intake(app, s, self.metrics, self.positions, self.dead_letter, self.alerts)
         # every table write goes through the writer of its agent's batch
-        self.deal_writer = self._writer()
-        self.survey_writer = self._writer()
-        self.delivery_writer = self._writer()
-        self.deal_store = DurableTable(self.deals, self.deal_writer)
-        self.response_store = DurableTable(self.responses, self.survey_writer)
-        self.invitation_store = DurableTable(self.invitations, self.survey_writer)
+        self.deal_writer = self.intake.writer()
+        self.delivery_writer = self.intake.writer()
+        self.deal_handler = DealHandler(
+            self.intake,
+            self.config,
+            self.rates,
+            self.tz,
+            self.deals,
+            self.deal_writer,
+            self.stall_checks,
+            WallClock() if s.clock == "wall" else None,
+        )
+        self.survey_handler = SurveyHandler(
+            self.intake,
+            self.tz,
+            s.respondent_secret.value.encode(),
+            self.responses,
+            self.invitations,
+            self.intake.writer(),
+        )
         self.delivery_store = DurableTable(self.deliveries, self.delivery_writer)
         self.deals.on_recover(self._rebuild_deal_views)
         self.responses.on_recover(self._rebuild_survey_views)
+        self.partials_reader = PartialsReader(
+            s.bootstrap_list,
+            s.topic("partials"),
+            s.alerts_topic,
+            s.topic_partitions,
+            self.book,
+            self.exchange,
+            self._note_enps_alert,
+        )
 
         @app.agent(self.deal_input, name="deal-events")
         async def deal_agent(stream: faust.StreamT) -> None:
             async for events in batches(stream, BATCH_MAX_EVENTS):
-                await self.handle_deal_batch(stream, events)
+                await self.deal_handler.handle_batch(stream, events)
 
         @app.agent(self.survey_input, name="survey-events")
         async def survey_agent(stream: faust.StreamT) -> None:
             async for events in batches(stream, BATCH_MAX_EVENTS):
-                await self.handle_batch(stream, events, self.survey_writer, self._survey_handler)
+                await self.survey_handler.handle_batch(stream, events)
 
         if s.webhook_url:
             self.alerts_in = app.topic(s.alerts_topic, **raw)
@@ -219,471 +212,71 @@ class SalesopsWorker:
             async def delivery_agent(stream: faust.StreamT) -> None:
                 # one alert at a time: a slow receiver must not hold a batch of acks back
                 async for events in batches(stream, 1):
-                    await self.handle_batch(
-                        stream, events, self.delivery_writer, lambda _msg: self.deliver_alert
-                    )
+                    async with self.intake.durable(stream, events, self.delivery_writer):
+                        for event in events:
+                            msg = event.message
+                            await self.intake.check_position(msg)
+                            self.delivery_writer.partition = msg.partition
+                            stream._set_current_event(event)  # type: ignore[attr-defined]
+                            await self.intake.guarded(self.deliver_alert, msg)
 
         app.timer(s.flush_interval_s, name="publish-views")(self.publish_views)
-        app.timer(s.stall_check_interval_s, name="stall-checks")(self.emit_due_checks)
-        app.task(self.read_partials)
+        app.timer(s.stall_check_interval_s, name="stall-checks")(self.deal_handler.emit_due_checks)
+        app.task(self.partials_reader.run)
+        app.task(self.all_deals.follow)
+        self.targets.install(app)
         # consumer lag of the input partitions this worker owns
         inputs = [s.deal_events_topic, s.topic("stall-checks"), s.responses_topic, s.invitations_topic]
         lag.install(app, self.metrics, inputs + ([s.alerts_topic] if s.webhook_url else []))
         define_routes(self)
 
-    # ------------------------------------------------------------------ batches
-    def _writer(self) -> TableWriter:
-        def failed(topic: str, error: BaseException) -> None:
-            self.metrics.sink_errors.labels("changelog").inc()
-            log.warning("produce_failed topic=%s error=%r (resent)", topic, error)
+    # ------------------------------------------------------------------ state
+    @property
+    def partitions(self) -> dict[int, DealPartition]:
+        """This worker's deal partitions (their views, stall index, watermark, alerts)."""
+        return self.deal_handler.partitions
 
-        return TableWriter(self.app.producer, on_failure=failed)
+    @property
+    def reader_caught_up(self) -> bool:
+        return self.partials_reader.caught_up
 
-    def _survey_handler(self, msg: Any) -> Callable[[Any], Any]:
-        if msg.topic == self.settings.responses_topic:
-            return self.on_response_message
-        return self.on_invitation_message
+    async def handle_deal_batch(self, stream: Any, events: Any) -> None:
+        """One fetched batch of the deal agent (also driven by the benchmark)."""
+        await self.deal_handler.handle_batch(stream, events)
 
-    async def handle_batch(
-        self,
-        stream: Any,
-        events: Any,
-        writer: TableWriter,
-        handler_for: Callable[[Any], Callable[[Any], Any]],
-    ) -> None:
-        """Handle one fetched batch in order; its offsets become committable only once its
-        table writes and outputs are acknowledged (:meth:`durable`)."""
-        async with self.durable(stream, events, writer):
-            for event in events:
-                msg = event.message
-                await self.check_position(msg)
-                # a RocksDB store picks the partition of a write from Faust's current event
-                stream._set_current_event(event)
-                writer.partition = msg.partition
-                await self.guarded(handler_for(msg), msg)
-
-    @contextlib.asynccontextmanager
-    async def durable(self, stream: Any, events: Sequence[Any], writer: TableWriter) -> AsyncIterator[None]:
-        """The batch barrier.  ``take_events`` acks a batch when the loop body is done,
-        also when it ends with an exception (a SIGTERM cancels the agent mid-flush): so
-        each message holds one more reference for the batch, released only after
-        ``writer.flush()`` returned.  A batch whose writes were not all acknowledged is
-        never acked, hence never committed, and is processed again after a restart."""
-        for event in events:
-            event.message.incref()
-        token = _BATCH_WRITER.set(writer)
-        try:
-            yield
-            await writer.flush()
-        finally:
-            _BATCH_WRITER.reset(token)
-        for event in events:
-            await stream.ack(event)
-
-    async def check_position(self, msg: Any) -> None:
-        """Seek back when Faust delivered a record past a skipped one (agents/input_offsets.py)."""
-        missing = self.positions.observe(msg.tp, msg.offset)
-        if missing is not None:
-            self.metrics.input_rewinds.labels(msg.topic).inc()
-            log.warning(
-                "input_skipped topic=%s partition=%s missing_from=%s got=%s (seeking back)",
-                msg.topic,
-                msg.partition,
-                missing,
-                msg.offset,
-            )
-            await self.app.consumer.seek_wait({msg.tp: missing})  # in the consumer's thread
-
-    async def _produce(self, topic: Any, key: bytes, value: bytes) -> None:
-        """An output record of the current batch (durable with it), or, outside a batch
-        (the publisher's timer), sent and awaited at once."""
-        writer = _BATCH_WRITER.get()
-        if writer is not None:
-            writer.produce(topic.get_topic_name(), key, value)
-        else:
-            await (await topic.send(key=key, value=value))
-
-    # ------------------------------------------------------------------ helpers
     def now_ms(self) -> int:
-        return int(time.time() * 1000)
-
-    def _limits(self) -> Limits:
-        return Limits(now_ms=self.now_ms(), max_future_ms=self.settings.max_future_s * 1000)
-
-    async def _accept(
-        self, msg: Any, codec: Codec, validate: Callable[[Any, Limits], Event | Rejection]
-    ) -> Event | None:
-        """The decoded, validated event of ``msg``; None once a bad one is dead-lettered."""
-        decoded = self._decode(codec, msg)
-        result = decoded if isinstance(decoded, Rejection) else validate(decoded, self._limits())
-        if isinstance(result, Rejection):
-            await self.send_dead_letter(msg, result.reason, result.detail)
-            return None
-        return result
-
-    async def send_dead_letter(self, msg: Any, reason: str, detail: str) -> None:
-        """Dead-letter one record.  Survey responses carry a respondent identifier, which
-        must never leave the worker, so their bytes are withheld: topic, partition and
-        offset point at the original, which stays in the input topic."""
-        value = msg.value
-        if msg.topic == self.settings.responses_topic:
-            value = None
-            detail += " (value withheld: it names a respondent; read it at the source offset)"
-        record = {
-            "reason": reason,
-            "detail": detail,
-            "source_topic": msg.topic,
-            "source_partition": msg.partition,
-            "source_offset": msg.offset,
-            "original_key": msg.key,
-            "original_value": value,
-            "failed_at": self.now_ms(),
-        }
-        await self._produce(self.dead_letter, msg.key, self.dead_letter_codec.encode(record))
-        self.metrics.dead_letters.labels(reason).inc()
-        self.metrics.events.labels(msg.topic, "dead_letter").inc()
-        log.info(
-            "dead_letter topic=%s partition=%s offset=%s reason=%s",
-            msg.topic,
-            msg.partition,
-            msg.offset,
-            reason,
-        )
-
-    async def guarded(self, handler: Callable[[Any], Any], msg: Any) -> None:
-        """Run one handler; a bug on one record dead-letters it (reason internal_error) and
-        logs the traceback instead of crashing the worker and blocking the partition."""
-        try:
-            await handler(msg)
-        except Exception as exc:
-            await self._internal_error(msg, exc)
-
-    async def _internal_error(self, msg: Any, exc: Exception) -> None:
-        log.exception("internal_error topic=%s partition=%s offset=%s", msg.topic, msg.partition, msg.offset)
-        await self.send_dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}")
-
-    def _decode(self, codec: Codec, msg: Any) -> dict[str, Any] | Rejection:
-        if msg.value is None:
-            return Rejection("undecodable", "empty value (tombstone) on an input topic")
-        try:
-            return codec.decode_plain(msg.value)
-        except DecodeError as exc:
-            return Rejection("undecodable", str(exc))
-
-    # ------------------------------------------------------------------ deals
-    def _partition(self, p: int) -> DealPartition:
-        part = self.partitions.get(p)
-        if part is None:
-            lateness_ms = self.settings.allowed_lateness_s * 1000
-            part = DealPartition(self.config, self.rates, self.tz, lateness_ms, self.wall_clock)
-            self.partitions[p] = part
-        return part
-
-    def stored_deal(self, deal_id: str) -> StoredDeal | None:
-        raw = self.deals.get(deal_id.encode())
-        if not raw:
-            return None
-        rec = DealRecord.from_bytes(raw)
-        return StoredDeal(rec.deal, stalled.AlertState.from_dict(rec.alert))
-
-    async def _deal_item(self, msg: Any) -> DealEvent | stalled.DueCheck | None:
-        """The batch item of one record: a validated deal event or a stall check; None
-        once a bad record is dead-lettered."""
-        if msg.topic != self.settings.deal_events_topic:
-            try:
-                return stalled.DueCheck(**json.loads(msg.value))
-            except (ValueError, TypeError) as exc:
-                await self.send_dead_letter(msg, "undecodable", f"bad stall check: {exc}")
-                return None
-        limits = self._limits()
-        return await self._accept(
-            msg, self.deal_codec, lambda d, _: validate_deal(d, self.config, self.rates, limits)
-        )
-
-    async def handle_deal_batch(self, stream: Any, events: Sequence[Any]) -> None:
-        """Decode and validate the batch, apply each partition's share in one step
-        (:func:`streams.deal_step.apply_batch`), store each changed deal once, emit the
-        alert transitions, and wait until all of it is acknowledged (see handle_batch)."""
-        started = time.perf_counter()
-        async with self.durable(stream, events, self.deal_writer):
-            by_partition: dict[int, list[tuple[Any, DealEvent | stalled.DueCheck]]] = {}
-            for event in events:
-                msg = event.message
-                await self.check_position(msg)
-                try:
-                    item = await self._deal_item(msg)
-                except Exception as exc:
-                    await self._internal_error(msg, exc)
-                    continue
-                if item is not None:
-                    by_partition.setdefault(msg.partition, []).append((event, item))
-            for p, entries in by_partition.items():
-                await self._apply_deal_partition(stream, p, entries)
-        now = time.time()
-        topic = self.settings.deal_events_topic
-        per_event = (time.perf_counter() - started) / max(1, len(events))
-        for event in events:
-            msg = event.message
-            if msg.topic == topic:
-                self.metrics.processing.labels(topic).observe(per_event)
-                if msg.timestamp:
-                    self.metrics.event_lag.observe(max(0.0, now - msg.timestamp))
-
-    async def _apply_deal_partition(
-        self, stream: Any, p: int, entries: list[tuple[Any, DealEvent | stalled.DueCheck]]
-    ) -> None:
-        outcome = apply_batch(self._partition(p), self.stored_deal, [item for _event, item in entries])
-        for problem in outcome.problems:
-            msg = entries[problem.index][0].message
-            if problem.reason == "internal_error":
-                log.error(
-                    "internal_error topic=%s partition=%s offset=%s detail=%s",
-                    msg.topic,
-                    p,
-                    msg.offset,
-                    problem.detail,
-                )
-            await self.send_dead_letter(msg, problem.reason, problem.detail)
-        # a RocksDB store picks the partition of a write from Faust's current event
-        stream._set_current_event(entries[-1][0])
-        for deal_id, rec in outcome.changed.items():
-            alert = rec.alert.to_dict() if rec.alert else None
-            self.deal_store.set(deal_id.encode(), DealRecord(p, rec.deal, alert).to_bytes(), p)
-        for t in outcome.transitions:
-            await self.emit_alert(t.to_record())
-        topic = self.settings.deal_events_topic
-        if outcome.late:
-            self.metrics.late_events.labels(topic).inc(outcome.late)
-        ok = sum(1 for _e, item in entries if isinstance(item, DealEvent)) - sum(
-            1 for pr in outcome.problems if isinstance(entries[pr.index][1], DealEvent)
-        )
-        if ok:
-            self.metrics.events.labels(topic, "ok").inc(ok)
-
-    async def emit_alert(self, record: dict[str, Any]) -> None:
-        await self._produce(self.alerts, record["alert_id"].encode(), self.alert_codec.encode(record))
-        self.metrics.alerts.labels(record["kind"], record["status"]).inc()
-        log.info("alert id=%s status=%s", record["alert_id"], record["status"])
-
-    async def deliver_alert(self, msg: Any) -> None:
-        """Webhook delivery, at most one 2xx per (alert, status): the ledger is a table."""
-        decoded = self._decode(self.alert_codec, msg)
-        if isinstance(decoded, Rejection):
-            await self.send_dead_letter(msg, decoded.reason, decoded.detail)
-            return
-        record = {k: (to_epoch_ms(v, k) if isinstance(v, datetime) else v) for k, v in decoded.items()}
-        assert self.webhook is not None  # the agent exists only with a webhook URL
-        result = await self.webhook.deliver(record)
-        if result.delivered:
-            self.metrics.alert_deliveries.labels(
-                "delivered" if result.attempts else "already_delivered"
-            ).inc()
-        else:
-            self.metrics.alert_deliveries.labels("failed").inc()
-            await self.send_dead_letter(
-                msg, "webhook_failed", f"after {result.attempts} attempts: {result.last_error}"
-            )
-
-    async def emit_due_checks(self) -> None:
-        for p, part in list(self.partitions.items()):
-            for check in part.due_checks():
-                body = json.dumps(
-                    {
-                        "deal_id": check.deal_id,
-                        "stage": check.stage,
-                        "entered_at": check.entered_at,
-                        "due_at": check.due_at,
-                    }
-                ).encode()
-                await self.stall_checks.send(key=check.deal_id.encode(), value=body, partition=p)
+        return self.intake.now_ms()
 
     def _active(self, topic: str) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
 
     async def _rebuild_deal_views(self) -> None:
-        actives = self._active(self.settings.deal_events_topic)
-        self.partitions = {}
-        for p in actives:
-            self._partition(p)
-        for _key, value in list(self.deals.items()):
-            if not value:
-                continue
-            rec = DealRecord.from_bytes(value)
-            part = self.partitions.get(rec.partition)
-            if part is not None:
-                part.restore(StoredDeal(rec.deal, stalled.AlertState.from_dict(rec.alert)))
-        log.info(
-            "deal views rebuilt partitions=%s deals=%s",
-            sorted(actives),
-            sum(len(p.index) for p in self.partitions.values()),
-        )
-
-    # ------------------------------------------------------------------ surveys
-    def _survey_partition(self, p: int) -> SurveyPartition:
-        part = self.survey_partitions.get(p)
-        if part is None:
-            part = SurveyPartition(pulse.PulseViews(self.tz))
-            self.survey_partitions[p] = part
-        return part
-
-    async def on_response_message(self, msg: Any) -> None:
-        result = await self._accept(msg, self.response_codec, validate_response)
-        if result is None:
-            return
-        part = self._survey_partition(msg.partition)
-        if pulse.apply_response(
-            FramedTable(self.response_store, msg.partition), part.views, result, self.secret
-        ):
-            part.dirty = True
-        self.metrics.events.labels(msg.topic, "ok").inc()
-
-    async def on_invitation_message(self, msg: Any) -> None:
-        result = await self._accept(msg, self.invitation_codec, validate_invitation)
-        if result is None:
-            return
-        part = self._survey_partition(msg.partition)
-        if pulse.apply_invitation(FramedTable(self.invitation_store, msg.partition), part.views, result):
-            part.dirty = True
-        self.metrics.events.labels(msg.topic, "ok").inc()
+        self.deal_handler.rebuild(self._active(self.settings.deal_events_topic))
 
     async def _rebuild_survey_views(self) -> None:
-        actives = self._active(self.settings.responses_topic)
-        self.survey_partitions = {}
-        for p in actives:
-            self._survey_partition(p)
-        for _key, value in list(self.responses.items()):
-            if value:
-                rec = FramedRecord.from_bytes(value)
-                if rec.partition in self.survey_partitions:
-                    self.survey_partitions[rec.partition].views.replace(
-                        None, pulse.StoredResponse.from_bytes(rec.body)
-                    )
-        for _key, value in list(self.invitations.items()):
-            if value:
-                rec = FramedRecord.from_bytes(value)
-                if rec.partition in self.survey_partitions:
-                    self.survey_partitions[rec.partition].views.set_invitation(
-                        None, pulse.invitation_from_bytes(rec.body)
-                    )
+        self.survey_handler.rebuild(self._active(self.settings.responses_topic))
 
-    # ------------------------------------------------------------------ publication
-    def deal_partial(self, p: int, part: DealPartition) -> dict[str, Any]:
-        return {
-            "views": part.views.partial(),
-            "stalled": sorted(part.firing.values(), key=lambda a: a["alert_id"]),
-            "watermark": part.watermark.now_ms(),
-        }
-
-    async def publish_views(self) -> None:
-        """Publish changed partials; the publisher also writes global outputs.
-
-        Work here is proportional to the state, and it shares the event loop with the
-        agents: so partials are built only for changed partitions, the worker's gauges
-        only when one of its partials changed, and the global outputs only when a partial
-        changed anywhere or ``REPUBLISH_S`` passed (aging moves with the clock).
-
-        A failed publication is logged, counted (``salesops_sink_errors_total{sink}``,
-        ``partials`` or ``aggregate-topics``) and retried at the next flush: it never
-        stops the worker.
-        """
-        owned = frozenset(self.partitions)
-        deals_changed = owned != self._gauged_partitions
-        for p, part in list(self.partitions.items()):
-            if part.dirty:
-                deals_changed = True
-                part.dirty = False
-                if not await self._publish_partial(f"deals:{p}", self.deal_partial(p, part)):
-                    part.dirty = True
-        for p, spart in list(self.survey_partitions.items()):
-            if spart.dirty:
-                spart.dirty = False
-                if not await self._publish_partial(f"pulse:{p}", spart.views.partial()):
-                    spart.dirty = True
-        if deals_changed:
-            self._gauged_partitions = owned
-            self.publisher.update_worker_gauges(
-                [self.book.latest[f"deals:{p}"]["views"] for p in owned if f"deals:{p}" in self.book.latest]
-            )
-        if 0 in self.partitions and self.reader_caught_up:
-            stale = time.monotonic() - self._published_at > REPUBLISH_S
-            if self.book.version != self._published_version or stale:
-                version = self.book.version
-                try:
-                    # False until the clock has a value (watermark clock before any event)
-                    if await self.publisher.publish_global():
-                        self._published_version, self._published_at = version, time.monotonic()
-                        # the same clock as the global outputs, once it has a value
-                        await self.check_enps_drops(self.merged_pulse(), self.global_now_ms())
-                except Exception:  # a bug in one output must not stop consumption
-                    self.metrics.sink_errors.labels("aggregate-topics").inc()
-                    log.exception("publish_global_failed retry_next_flush=true")
-
-    async def _publish_partial(self, key: str, partial: dict[str, Any]) -> bool:
-        """Keep a partial locally (this worker's answers need not wait for the round trip)
-        and publish it for the other workers, in chunks that fit the broker's message
-        size (agents/partials.py).  False when the publication failed (logged, counted)."""
-        self.book.put(key, partial)
-        partition = partition_for(key, self.settings.topic_partitions)
-        try:
-            for chunk_key, value in self.exchange.encode(key, partial):
-                await self.partials_topic.send(key=chunk_key.encode(), value=value, partition=partition)
-        except Exception as exc:  # the producer's errors vary (size, broker gone): all mean "retry"
-            self.metrics.sink_errors.labels("partials").inc()
-            log.warning("sink=partials key=%s retry_next_flush=true error=%r", key, exc)
-            return False
-        return True
-
-    async def read_partials(self) -> None:
-        """Follow the partials topic from the beginning, without a consumer group."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_list,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # a failed fetch (broker gone) is retried after this, not aiokafka's 100 ms:
-            # partials are published every flush interval, so 0.5 s costs nothing
-            retry_backoff_ms=500,
-        )
-        await consumer.start()
-        try:
-            # assign (no group): every worker reads every partition; the topic is created
-            # by ensure_topics with topic_partitions partitions
-            topic = self.settings.topic("partials")
-            parts = range(self.settings.topic_partitions)
-            consumer.assign(
-                [TopicPartition(t, p) for t in (topic, self.settings.alerts_topic) for p in parts]
-            )
-            await consumer.seek_to_beginning()
-            log.info("partials_reader_started topic=%s partitions=%s", topic, len(parts))
-            failures = 0
-            while True:
-                try:
-                    batch = await consumer.getmany(timeout_ms=500)
-                except KafkaError as exc:
-                    if not exc.retriable:
-                        raise
-                    # a retriable fetch error (e.g. the broker went away): back off with
-                    # jitter instead of ending the task, which would stop the worker
-                    failures += 1
-                    if failures == 1:
-                        log.warning("partials_reader_retrying error=%s", exc)
-                    await asyncio.sleep(broker_health.RETRY_BACKOFF.delay(failures))
-                    continue
-                failures = 0
-                if not batch and not self.reader_caught_up:
-                    self.reader_caught_up = True
-                    log.info("partials_reader_caught_up partials=%s", len(self.book.latest))
-                for tp, records in batch.items():
-                    for r in records:
-                        if r.key is None or r.value is None:
-                            continue
-                        if tp.topic == topic:
-                            done = self.exchange.receive(r.key.decode(), r.value)
-                            if done is not None:
-                                self.book.put(*done)
-                        else:
-                            self._note_enps_alert(r.value)
-        finally:
-            await consumer.stop()
+    # ------------------------------------------------------------------ alerts
+    async def deliver_alert(self, msg: Any) -> None:
+        """Webhook delivery through the sink interface, at most one 2xx per (alert,
+        status): the sink's ledger is a table."""
+        decoded = self.intake.decode(self.alert_codec, msg)
+        if isinstance(decoded, Rejection):
+            await self.intake.dead_letter(msg, decoded.reason, decoded.detail)
+            return
+        record = {k: (to_epoch_ms(v, k) if isinstance(v, datetime) else v) for k, v in decoded.items()}
+        assert self.webhook is not None  # the agent exists only with a webhook URL
+        self.webhook.add(record)
+        for _record, result in await self.webhook.flush():
+            if result.delivered:
+                self.metrics.alert_deliveries.labels(
+                    "delivered" if result.attempts else "already_delivered"
+                ).inc()
+            else:
+                self.metrics.alert_deliveries.labels("failed").inc()
+                await self.intake.dead_letter(
+                    msg, "webhook_failed", f"after {result.attempts} attempts: {result.last_error}"
+                )
 
     def _note_enps_alert(self, value: bytes) -> None:
         """Follow eNPS drop alerts on the alerts topic, so a restarted or new publisher
@@ -705,9 +298,96 @@ class SalesopsWorker:
         self.metrics.enps_drop_threshold.set(s.enps_drop_points)
         _, records = enps_alerts.decide(self.enps_latest, all_drops, s.enps_drop_points, now, margins)
         for record in records:
-            await self.emit_alert(record)
+            await self.intake.emit_alert(record)
             # known once sent: a failed send is decided and sent again on the next pass
             self.enps_latest = enps_alerts.recover(self.enps_latest, record)
+
+    # ------------------------------------------------------------------ publication
+    async def _send(self, topic: str, key: bytes, value: bytes | None) -> None:
+        await self.app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+
+    def deal_partial(self, p: int, part: DealPartition) -> dict[str, Any]:
+        return {
+            "views": part.views.partial(),
+            "stalled": sorted(part.firing.values(), key=lambda a: a["alert_id"]),
+            "watermark": part.watermark.now_ms(),
+        }
+
+    def snapshot(self) -> Snapshot:
+        """What the global outputs are a function of, at the global clock."""
+        s = self.settings
+        return Snapshot(
+            deals=self.merged_deals(),
+            pulse=self.merged_pulse(),
+            now_ms=self.global_now_ms(),
+            config=self.config,
+            currency=self.rates.reporting_currency,
+            tz=self.tz,
+            trailing_windows_days=tuple(s.trailing_windows_days),
+            anonymity_threshold=s.anonymity_threshold,
+        )
+
+    async def publish_views(self) -> None:
+        """Publish changed partials; the publisher also writes global outputs.
+
+        Work here is proportional to the state, and it shares the event loop with the
+        agents: so partials are built only for changed partitions, the worker's gauges
+        only when one of its partials changed, and the global outputs only when a partial
+        changed anywhere or ``REPUBLISH_S`` passed (aging moves with the clock).
+
+        A failed publication is logged, counted (``salesops_sink_errors_total{sink}``,
+        ``partials`` or ``aggregate-topics``) and retried at the next flush: it never
+        stops the worker.
+        """
+        partitions = self.partitions
+        owned = frozenset(partitions)
+        deals_changed = owned != self._gauged_partitions
+        for p, part in list(partitions.items()):
+            if part.dirty:
+                deals_changed = True
+                part.dirty = False
+                if not await self._publish_partial(f"deals:{p}", self.deal_partial(p, part)):
+                    part.dirty = True
+        for p, spart in list(self.survey_handler.partitions.items()):
+            if spart.dirty:
+                spart.dirty = False
+                if not await self._publish_partial(f"pulse:{p}", spart.views.partial()):
+                    spart.dirty = True
+        if deals_changed:
+            self._gauged_partitions = owned
+            own = [self.book.latest[f"deals:{p}"] for p in owned if f"deals:{p}" in self.book.latest]
+            firing = [a for part in partitions.values() for a in part.firing.values()]
+            set_worker_gauges(self.metrics, [o["views"] for o in own], firing, self.rates.reporting_currency)
+        if 0 in partitions and self.reader_caught_up:
+            stale = time.monotonic() - self._published_at > REPUBLISH_S
+            if self.book.version != self._published_version or stale:
+                version = self.book.version
+                try:
+                    snap = self.snapshot()
+                    # False until the clock has a value (watermark clock before any event)
+                    # forecast, attainment, commission: computed on their own timer
+                    if await self.publisher.publish(snap, self.targets.records()):
+                        self.targets.update_gauges(self.metrics)
+                        self._published_version, self._published_at = version, time.monotonic()
+                        await self.check_enps_drops(snap.pulse, snap.now_ms)
+                except Exception:  # a bug in one output must not stop consumption
+                    self.metrics.sink_errors.labels("aggregate-topics").inc()
+                    log.exception("publish_global_failed retry_next_flush=true")
+
+    async def _publish_partial(self, key: str, partial: dict[str, Any]) -> bool:
+        """Keep a partial locally (this worker's answers need not wait for the round trip)
+        and publish it for the other workers, in chunks that fit the broker's message
+        size (agents/partials.py).  False when the publication failed (logged, counted)."""
+        self.book.put(key, partial)
+        partition = partition_for(key, self.settings.topic_partitions)
+        try:
+            for chunk_key, value in self.exchange.encode(key, partial):
+                await self.partials_topic.send(key=chunk_key.encode(), value=value, partition=partition)
+        except Exception as exc:  # the producer's errors vary (size, broker gone): all mean "retry"
+            self.metrics.sink_errors.labels("partials").inc()
+            log.warning("sink=partials key=%s retry_next_flush=true error=%r", key, exc)
+            return False
+        return True
 
     # ------------------------------------------------------------------ queries
     def merged_deals(self) -> dict[str, Any]:
@@ -718,45 +398,10 @@ class SalesopsWorker:
         return pulse.merge_partials(parts) if parts else pulse.PulseViews(self.tz).partial()
 
     def global_now_ms(self) -> int:
+        """The clock of the global outputs (module docstring, "Clocks")."""
         if self.settings.clock == "wall":
             return self.now_ms()
         return max((p.get("watermark", 0) for p in self.book.parts("deals")), default=0)
-
-
-def batches(stream: faust.StreamT, max_events: int) -> AsyncIterator[Sequence[faust.EventT]]:
-    """The stream's events in batches (``Stream.take_events``, which acks a batch only
-    after the loop body is done with it)."""
-    return cast(faust.Stream, stream).take_events(max_events, within=BATCH_WITHIN_S)
-
-
-def merge_deal_partials(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "views": merge_partials([p["views"] for p in parts]),
-        "stalled": sorted((a for p in parts for a in p.get("stalled", [])), key=lambda a: a["alert_id"]),
-        "watermark": max((p.get("watermark", 0) for p in parts), default=0),
-    }
-
-
-def deal_json(rec: DealRecord) -> dict[str, Any]:
-    d = rec.deal
-    return {
-        "deal_id": d.deal_id,
-        "pipeline": d.pipeline,
-        "stage": d.stage,
-        "status": d.status,
-        "amount": str(d.amount),
-        "currency": d.currency,
-        "owner_id": d.owner_id,
-        "team": d.team,
-        "region": d.region,
-        "probability": d.probability,
-        "created_at": d.created_at,
-        "closed_at": d.closed_at,
-        "history": [
-            {"stage": v.stage, "entered_at": v.entered_at, "exited_at": v.exited_at} for v in d.history()
-        ],
-        "alert": rec.alert,
-    }
 
 
 def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] | None = None) -> int:

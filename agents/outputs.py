@@ -1,5 +1,12 @@
 """From merged partials to the outputs: gauges, aggregate topics, Redis.
 
+The outputs are a function of a :class:`Snapshot` (the merged deal and pulse partials,
+the configuration and ``now``): :func:`global_records` returns every aggregate row by view
+and the figures the ratio gauges are set from, one mapper per view (``*_records``), with
+no worker, broker or clock behind it.  :class:`Publisher` then drives its sinks (the
+aggregate topics, Redis, or none) all the same way (``sinks.base``): add each view's rows,
+flush, count a failure and retry it at the next publication.
+
 Row keys are shared by the aggregate topics and the Redis hashes, so a consumer can
 cross-check them:
 
@@ -17,30 +24,32 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from schemas.codec import Codec
-from sinks.aggregate_topics import AggregateTopicSink
-from sinks.base import SinkError, SinkUnavailable
-from sinks.metrics import STAGE_AGE_STATISTICS, dimension_members, set_gauge_family
-from sinks.redis_snapshot import RedisSnapshotSink
+from sinks.base import Sink, SinkError, ViewRows
+from sinks.metrics import STAGE_AGE_STATISTICS, SalesopsMetrics, dimension_members, set_gauge_family
 from streams import pulse
 from streams.clock import NO_WATERMARK_MS
 from streams.periods import current_month, current_quarter, trailing_period
 from streams.pipeline_views import aging, funnel, merge_partials, money, movement, pipeline_rows
-
-if TYPE_CHECKING:
-    from agents.app import SalesopsWorker
+from streams.pipelines import PipelineConfig
 
 log = logging.getLogger(__name__)
 VIEWS = ("pipeline", "funnel", "stage-aging", "movement", "enps", "pulse")
-_CODECS = {
+# view -> its Avro record (schemas/); one aggregate topic per view
+VIEW_RECORDS = {
     "pipeline": "PipelineAggregate",
     "funnel": "FunnelAggregate",
     "stage-aging": "StageAgingAggregate",
     "movement": "MovementAggregate",
     "enps": "EnpsAggregate",
     "pulse": "PulseAggregate",
+    # computed by agents/targets.py, published with the others
+    "forecast": "ForecastAggregate",
+    "attainment": "AttainmentAggregate",
+    "commission": "CommissionAggregate",
 }
 
 
@@ -135,6 +144,26 @@ def movement_records(period: str, rows: list[dict[str, Any]], currency: str) -> 
     }
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What the global outputs are a function of.
+
+    ``deals`` is the merge of every partition's latest deal partial (views, firing stalled
+    alerts, watermark; :func:`agents.partials.merge_deal_partials`), ``pulse`` that of the
+    pulse partials.  ``now_ms`` is the clock of the global outputs, the same for every
+    view (eNPS windows included): wall time live, the highest partition watermark in a
+    replay (see ``SalesopsWorker.global_now_ms``)."""
+
+    deals: dict[str, Any]
+    pulse: dict[str, Any]
+    now_ms: int
+    config: PipelineConfig
+    currency: str
+    tz: ZoneInfo
+    trailing_windows_days: tuple[int, ...]
+    anonymity_threshold: int
+
+
 @dataclass
 class GlobalFigures:
     """Merged results the global gauges are set from: funnel per period label, aging rows,
@@ -147,225 +176,225 @@ class GlobalFigures:
     movement: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
+def aging_records(rows: list[dict[str, Any]], stalled: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per open stage its age statistics and how many of its deals are stalled (firing)."""
+    counts = Counter((a["pipeline"], a["stage"]) for a in stalled)
+    return {
+        f"{r['pipeline']}:{r['stage']}": {
+            **{k: r[k] for k in ("pipeline", "stage", "open", "median_days", "p90_days", "max_days")},
+            "stalled": counts.get((r["pipeline"], r["stage"]), 0),
+        }
+        for r in rows
+    }
+
+
+def enps_records(window: str, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """eNPS per group for one trailing window; a suppressed group keeps its row (responses
+    and ``suppressed``) with every figure null, so it shows as hidden, not as missing."""
+    return {
+        f"{window}:{r['group']}": {
+            "group": r["group"],
+            "window": window,
+            "responses": r["responses"],
+            "suppressed": r["suppressed"],
+            **{f: r.get(f) for f in ("promoters", "passives", "detractors", "enps", "margin_of_error")},
+        }
+        for r in rows
+    }
+
+
+def pulse_records(survey: str, view: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per question and respondent group of one survey: responses, mean and favourable share."""
+    return {
+        f"{survey}:{q['question_id']}:{r['group']}": {
+            "survey_id": survey,
+            "question_id": q["question_id"],
+            "group": r["group"],
+            "responses": r["responses"],
+            "suppressed": r["suppressed"],
+            "mean_score": r.get("mean_score"),
+            "favourable_ratio": r.get("favourable_ratio"),
+        }
+        for q in view["questions"]
+        for r in q["groups"]
+    }
+
+
+def global_records(snap: Snapshot) -> tuple[dict[str, dict[str, dict[str, Any]]], GlobalFigures]:
+    """Every aggregate row by view, and the figures the ratio gauges are set from."""
+    now, tz, views = snap.now_ms, snap.tz, snap.deals["views"]
+    records: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in VIEWS}
+    figures = GlobalFigures(pipeline=pipeline_rows(views))
+    records["pipeline"] = pipeline_records(figures.pipeline, snap.currency)
+    periods = [trailing_period(d, now, tz) for d in snap.trailing_windows_days]
+    periods += [current_month(now, tz), current_quarter(now, tz)]
+    for period in periods:
+        result = funnel(views, snap.config, period, now)
+        figures.funnels[period.label] = result
+        records["funnel"].update(funnel_records(result, snap.currency))
+    figures.aging = aging(views, now)
+    records["stage-aging"] = aging_records(figures.aging, snap.deals["stalled"])
+    for period in (current_month(now, tz), current_quarter(now, tz)):
+        figures.movement[period.label] = movement(views, period)
+        records["movement"].update(
+            movement_records(period.label, figures.movement[period.label], snap.currency)
+        )
+    k = snap.anonymity_threshold
+    for days in snap.trailing_windows_days:
+        figures.enps[f"{days}d"] = rows = pulse.enps_view(snap.pulse, days, now, k)
+        records["enps"].update(enps_records(f"{days}d", rows))
+    for survey in sorted({row[0] for row in snap.pulse.get("responses", [])}):
+        records["pulse"].update(pulse_records(survey, pulse.pulse_view(snap.pulse, survey, k)))
+    return records, figures
+
+
+def set_worker_gauges(
+    metrics: SalesopsMetrics, own_partials: list[dict[str, Any]], firing: list[dict[str, Any]], currency: str
+) -> None:
+    """Additive gauges over this worker's own partitions (sum over workers = total):
+    open pipeline by stage and the stalled deals among them (``firing``: this worker's
+    firing stalled alerts)."""
+    m = metrics
+    rows = pipeline_rows(merge_partials(own_partials))["by_stage"]
+    set_gauge_family(
+        m.pipeline_value, {(r["pipeline"], r["stage"], currency): r["value_cents"] / 100 for r in rows}
+    )
+    set_gauge_family(
+        m.pipeline_weighted_value,
+        {(r["pipeline"], r["stage"], currency): r["weighted_cents"] / 100 for r in rows},
+    )
+    set_gauge_family(m.pipeline_deals, {(r["pipeline"], r["stage"]): r["deals"] for r in rows})
+    stalled = Counter((a["pipeline"], a["stage"]) for a in firing)
+    # every stage with open deals has a series, 0 when none is stalled
+    open_stages = {(r["pipeline"], r["stage"]): 0.0 for r in rows if r["deals"]}
+    set_gauge_family(m.stalled_deals, open_stages | {k: float(v) for k, v in stalled.items()})
+
+
+def set_global_gauges(metrics: SalesopsMetrics, figures: GlobalFigures, currency: str) -> None:
+    """The ratio and merged gauges (publisher only): conversion, win rate, closed deals,
+    deal size, cycle, velocity, stage ages, dimensions, movement, eNPS."""
+    m = metrics
+    conv: dict[tuple[str, ...], float] = {}
+    cohort: dict[tuple[str, ...], float] = {}
+    win: dict[tuple[str, ...], float] = {}
+    closed: dict[tuple[str, ...], float] = {}
+    size: dict[tuple[str, ...], float] = {}
+    cycle: dict[tuple[str, ...], float] = {}
+    velocity: dict[tuple[str, ...], float] = {}
+    for label, result in figures.funnels.items():
+        for p in result["pipelines"]:
+            pid = p["pipeline"]
+            for s in p["stages"]:
+                if s["window_conversion"] is not None:
+                    conv[(pid, s["stage"], label)] = s["window_conversion"]
+                if s["cohort_conversion"] is not None:
+                    cohort[(pid, s["stage"], label)] = s["cohort_conversion"]
+            for basis in ("count", "value"):
+                if p[f"win_rate_{basis}"] is not None:
+                    win[(pid, label, basis)] = p[f"win_rate_{basis}"]
+            closed[(pid, label, "won")] = p["won_count"]
+            closed[(pid, label, "lost")] = p["lost_count"]
+            if p["avg_deal_size_cents"] is not None:
+                size[(pid, label, currency)] = p["avg_deal_size_cents"] / 100
+            if p["avg_cycle_days"] is not None:
+                cycle[(pid, label)] = p["avg_cycle_days"] * 86400
+            if p["sales_velocity_per_day"] is not None:
+                velocity[(pid, label, currency)] = p["sales_velocity_per_day"]
+    set_gauge_family(m.stage_conversion, conv)
+    set_gauge_family(m.stage_cohort_conversion, cohort)
+    set_gauge_family(m.win_rate, win)
+    set_gauge_family(m.closed_deals, closed)
+    set_gauge_family(m.average_deal_size, size)
+    set_gauge_family(m.sales_cycle, cycle)
+    set_gauge_family(m.sales_velocity, velocity)
+    ages: dict[tuple[str, ...], float] = {}
+    for r in figures.aging:
+        for statistic, f in STAGE_AGE_STATISTICS.items():
+            ages[(r["pipeline"], r["stage"], statistic)] = r[f] * 86400
+    set_gauge_family(m.stage_age, ages)
+    _set_dimension_gauges(m, figures, currency)
+    enps: dict[tuple[str, ...], float] = {}
+    margins: dict[tuple[str, ...], float] = {}
+    responses: dict[tuple[str, ...], float] = {}
+    suppressed: dict[tuple[str, ...], float] = {}
+    for window, rows in figures.enps.items():
+        label = f"last-{window}"  # the funnel's window style: last-30d, last-90d
+        for r in rows:
+            key = (r["group"], label)
+            responses[key] = r["responses"]
+            suppressed[key] = 1.0 if r["suppressed"] else 0.0
+            if not r["suppressed"] and r.get("enps") is not None:
+                enps[key] = r["enps"]
+                margins[key] = r["margin_of_error"]
+    set_gauge_family(m.enps, enps)
+    set_gauge_family(m.enps_margin, margins)
+    set_gauge_family(m.enps_responses, responses)
+    set_gauge_family(m.enps_suppressed, suppressed)
+
+
+def _set_dimension_gauges(m: SalesopsMetrics, figures: GlobalFigures, currency: str) -> None:
+    """Open pipeline by owner, team and region (bounded: sinks.metrics.dimension_members),
+    and the movement of the current month and quarter."""
+    value: dict[tuple[str, ...], float] = {}
+    weighted: dict[tuple[str, ...], float] = {}
+    deals: dict[tuple[str, ...], float] = {}
+    for dim in ("owner", "team", "region"):
+        rows = figures.pipeline.get(f"by_{dim}", [])
+        for member, cents in dimension_members(rows, dim, "value_cents").items():
+            value[(dim, member, currency)] = cents / 100
+        for member, cents in dimension_members(rows, dim, "weighted_cents").items():
+            weighted[(dim, member, currency)] = cents / 100
+        for member, n in dimension_members(rows, dim, "deals").items():
+            deals[(dim, member)] = n
+    set_gauge_family(m.dimension_value, value)
+    set_gauge_family(m.dimension_weighted_value, weighted)
+    set_gauge_family(m.dimension_deals, deals)
+    moves: dict[tuple[str, ...], float] = {}
+    for label, rows in figures.movement.items():
+        for r in rows:
+            for change in MOVEMENT_CHANGES:
+                moves[(r["pipeline"], label, change, currency)] = r[f"{change}_cents"] / 100
+    set_gauge_family(m.movement, moves)
+
+
+def view_codecs() -> dict[str, Codec]:
+    """The Avro codec of each view's aggregate topic."""
+    return {view: Codec.for_record(name) for view, name in VIEW_RECORDS.items()}
+
+
 class Publisher:
-    """Owns the output sinks of one worker and turns partials into their records."""
+    """Publishes a snapshot to the sinks (publisher worker only).  Sinks are driven alike
+    (``sinks.base.Sink``): each view's rows are added, then the sink is flushed; a failure
+    is logged and counted (``salesops_sink_errors_total{sink}``) and the sink keeps what
+    it could not write for the next publication.  Consumption never waits for a sink."""
 
-    def __init__(self, worker: SalesopsWorker) -> None:
-        self.worker = worker
-        s = worker.settings
-        self.codecs = {view: Codec.for_record(name) for view, name in _CODECS.items()}
-        self.redis: RedisSnapshotSink | None = None
-        if s.redis_url:
-            self.redis = RedisSnapshotSink(s.redis_url.value, s.redis_prefix)
-        self.topics = AggregateTopicSink(self._send)
-        self._redis_ready = False
+    def __init__(self, metrics: SalesopsMetrics, sinks: list[Sink]) -> None:
+        self.metrics = metrics
+        self.sinks = sinks
 
-    async def _send(self, topic: str, key: bytes, value: bytes | None) -> None:
-        await self.worker.app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
-
-    # -------------------------------------------------------------- per-worker gauges
-    def update_worker_gauges(self, own_partials: list[dict[str, Any]]) -> None:
-        """Additive gauges over this worker's own partitions (sum over workers = total)."""
-        w, m = self.worker, self.worker.metrics
-        own = merge_partials(own_partials)
-        currency = w.rates.reporting_currency
-        rows = pipeline_rows(own)["by_stage"]
-        set_gauge_family(
-            m.pipeline_value, {(r["pipeline"], r["stage"], currency): r["value_cents"] / 100 for r in rows}
-        )
-        set_gauge_family(
-            m.pipeline_weighted_value,
-            {(r["pipeline"], r["stage"], currency): r["weighted_cents"] / 100 for r in rows},
-        )
-        set_gauge_family(m.pipeline_deals, {(r["pipeline"], r["stage"]): r["deals"] for r in rows})
-        stalled = Counter(
-            (a["pipeline"], a["stage"]) for p in w.partitions.values() for a in p.firing.values()
-        )
-        # every stage with open deals has a series, 0 when none is stalled
-        open_stages = {(r["pipeline"], r["stage"]): 0.0 for r in rows if r["deals"]}
-        set_gauge_family(m.stalled_deals, open_stages | {k: float(v) for k, v in stalled.items()})
-
-    # -------------------------------------------------------------- global outputs
-    def global_records(self, now: int) -> tuple[dict[str, dict[str, dict[str, Any]]], GlobalFigures]:
-        """Every aggregate row by view, and the figures the ratio gauges are set from."""
-        w = self.worker
-        merged = w.merged_deals()
-        views = merged["views"]
-        currency = w.rates.reporting_currency
-        records: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in VIEWS}
-        figures = GlobalFigures(pipeline=pipeline_rows(views))
-        records["pipeline"] = pipeline_records(figures.pipeline, currency)
-        periods = [trailing_period(d, now, w.tz) for d in w.settings.trailing_windows_days]
-        periods += [current_month(now, w.tz), current_quarter(now, w.tz)]
-        for period in periods:
-            result = funnel(views, w.config, period, now)
-            figures.funnels[period.label] = result
-            records["funnel"].update(funnel_records(result, currency))
-        stalled = Counter((a["pipeline"], a["stage"]) for a in merged["stalled"])
-        figures.aging = aging(views, now)
-        for r in figures.aging:
-            records["stage-aging"][f"{r['pipeline']}:{r['stage']}"] = {
-                **{k: r[k] for k in ("pipeline", "stage", "open", "median_days", "p90_days", "max_days")},
-                "stalled": stalled.get((r["pipeline"], r["stage"]), 0),
-            }
-        for period in (current_month(now, w.tz), current_quarter(now, w.tz)):
-            figures.movement[period.label] = movement(views, period)
-            records["movement"].update(
-                movement_records(period.label, figures.movement[period.label], currency)
-            )
-        pulse_partial = w.merged_pulse()
-        k = w.settings.anonymity_threshold
-
-        for days in w.settings.trailing_windows_days:
-            rows = pulse.enps_view(pulse_partial, days, w.now_ms(), k)
-            figures.enps[f"{days}d"] = rows
-            for r in rows:
-                records["enps"][f"{days}d:{r['group']}"] = {
-                    "group": r["group"],
-                    "window": f"{days}d",
-                    "responses": r["responses"],
-                    "suppressed": r["suppressed"],
-                    **{
-                        f: r.get(f)
-                        for f in ("promoters", "passives", "detractors", "enps", "margin_of_error")
-                    },
-                }
-        for survey in sorted({row[0] for row in pulse_partial.get("responses", [])}):
-            for q in pulse.pulse_view(pulse_partial, survey, k)["questions"]:
-                for r in q["groups"]:
-                    records["pulse"][f"{survey}:{q['question_id']}:{r['group']}"] = {
-                        "survey_id": survey,
-                        "question_id": q["question_id"],
-                        "group": r["group"],
-                        "responses": r["responses"],
-                        "suppressed": r["suppressed"],
-                        "mean_score": r.get("mean_score"),
-                        "favourable_ratio": r.get("favourable_ratio"),
-                    }
-        return records, figures
-
-    def update_global_gauges(self, figures: GlobalFigures) -> None:
-        m = self.worker.metrics
-        conv: dict[tuple[str, ...], float] = {}
-        cohort: dict[tuple[str, ...], float] = {}
-        win: dict[tuple[str, ...], float] = {}
-        closed: dict[tuple[str, ...], float] = {}
-        size: dict[tuple[str, ...], float] = {}
-        cycle: dict[tuple[str, ...], float] = {}
-        velocity: dict[tuple[str, ...], float] = {}
-        currency = self.worker.rates.reporting_currency
-        for label, result in figures.funnels.items():
-            for p in result["pipelines"]:
-                pid = p["pipeline"]
-                for s in p["stages"]:
-                    if s["window_conversion"] is not None:
-                        conv[(pid, s["stage"], label)] = s["window_conversion"]
-                    if s["cohort_conversion"] is not None:
-                        cohort[(pid, s["stage"], label)] = s["cohort_conversion"]
-                for basis in ("count", "value"):
-                    if p[f"win_rate_{basis}"] is not None:
-                        win[(pid, label, basis)] = p[f"win_rate_{basis}"]
-                closed[(pid, label, "won")] = p["won_count"]
-                closed[(pid, label, "lost")] = p["lost_count"]
-                if p["avg_deal_size_cents"] is not None:
-                    size[(pid, label, currency)] = p["avg_deal_size_cents"] / 100
-                if p["avg_cycle_days"] is not None:
-                    cycle[(pid, label)] = p["avg_cycle_days"] * 86400
-                if p["sales_velocity_per_day"] is not None:
-                    velocity[(pid, label, currency)] = p["sales_velocity_per_day"]
-        set_gauge_family(m.stage_conversion, conv)
-        set_gauge_family(m.stage_cohort_conversion, cohort)
-        set_gauge_family(m.win_rate, win)
-        set_gauge_family(m.closed_deals, closed)
-        set_gauge_family(m.average_deal_size, size)
-        set_gauge_family(m.sales_cycle, cycle)
-        set_gauge_family(m.sales_velocity, velocity)
-        ages: dict[tuple[str, ...], float] = {}
-        for r in figures.aging:
-            for statistic, f in STAGE_AGE_STATISTICS.items():
-                ages[(r["pipeline"], r["stage"], statistic)] = r[f] * 86400
-        set_gauge_family(m.stage_age, ages)
-        self._update_dimension_gauges(figures, currency)
-        enps: dict[tuple[str, ...], float] = {}
-        margins: dict[tuple[str, ...], float] = {}
-        responses: dict[tuple[str, ...], float] = {}
-        suppressed: dict[tuple[str, ...], float] = {}
-        for window, rows in figures.enps.items():
-            label = f"last-{window}"  # the funnel's window style: last-30d, last-90d
-            for r in rows:
-                key = (r["group"], label)
-                responses[key] = r["responses"]
-                suppressed[key] = 1.0 if r["suppressed"] else 0.0
-                if not r["suppressed"] and r.get("enps") is not None:
-                    enps[key] = r["enps"]
-                    margins[key] = r["margin_of_error"]
-        set_gauge_family(m.enps, enps)
-        set_gauge_family(m.enps_margin, margins)
-        set_gauge_family(m.enps_responses, responses)
-        set_gauge_family(m.enps_suppressed, suppressed)
-
-    def _update_dimension_gauges(self, figures: GlobalFigures, currency: str) -> None:
-        """Open pipeline by owner, team and region (bounded: sinks.metrics.dimension_members),
-        and the movement of the current month and quarter."""
-        m = self.worker.metrics
-        value: dict[tuple[str, ...], float] = {}
-        weighted: dict[tuple[str, ...], float] = {}
-        deals: dict[tuple[str, ...], float] = {}
-        for dim in ("owner", "team", "region"):
-            rows = figures.pipeline.get(f"by_{dim}", [])
-            for member, cents in dimension_members(rows, dim, "value_cents").items():
-                value[(dim, member, currency)] = cents / 100
-            for member, cents in dimension_members(rows, dim, "weighted_cents").items():
-                weighted[(dim, member, currency)] = cents / 100
-            for member, n in dimension_members(rows, dim, "deals").items():
-                deals[(dim, member)] = n
-        set_gauge_family(m.dimension_value, value)
-        set_gauge_family(m.dimension_weighted_value, weighted)
-        set_gauge_family(m.dimension_deals, deals)
-        moves: dict[tuple[str, ...], float] = {}
-        for label, rows in figures.movement.items():
-            for r in rows:
-                for change in MOVEMENT_CHANGES:
-                    moves[(r["pipeline"], label, change, currency)] = r[f"{change}_cents"] / 100
-        set_gauge_family(m.movement, moves)
-
-    async def publish_global(self) -> bool:
-        """Publisher only: aggregate topics, Redis and the ratio gauges from merged partials.
+    async def publish(
+        self, snap: Snapshot, extra: dict[str, dict[str, dict[str, Any]]] | None = None
+    ) -> bool:
+        """Set the global gauges and write every view's rows (plus ``extra`` views
+        computed elsewhere) to every sink.
 
         False, publishing nothing, while the clock has no value: the watermark clock
         before the first event reads the epoch, and rows for 1970 (periods ``1970-01``,
-        ``1970-Q1``, ages since 1970) are not numbers anyone should see.  A sink failure
-        is logged and counted and its rows wait for the next call; it returns True then."""
-        w = self.worker
-        now = w.global_now_ms()
-        if now <= NO_WATERMARK_MS:
-            log.debug("publish_global skipped=no_clock_value")
+        ``1970-Q1``, ages since 1970) are not numbers anyone should see.  True otherwise,
+        also when a sink failed (its rows wait for the next call)."""
+        if snap.now_ms <= NO_WATERMARK_MS:
+            log.debug("publish skipped=no_clock_value")
             return False
-        records, figures = self.global_records(now)
-        self.update_global_gauges(figures)
-        for view, rows in records.items():
-            self.topics.add(w.settings.topic(view), self.codecs[view], now, rows)
-        try:
-            await self.topics.aflush()
-            w.metrics.sink_flushes.labels("aggregate-topics").inc()
-        except SinkUnavailable as exc:
-            w.metrics.sink_errors.labels("aggregate-topics").inc()
-            log.warning("sink=aggregate-topics retry_next_flush=true error=%s", exc)
-        if self.redis is not None:
-            for view, rows in records.items():
-                self.redis.add((view, now, {k: _jsonable(v) for k, v in rows.items()}))
+        records, figures = global_records(snap)
+        records.update(extra or {})
+        set_global_gauges(self.metrics, figures, snap.currency)
+        for sink in self.sinks:
             try:
-                if not self._redis_ready:
-                    self.redis.setup()
-                    self._redis_ready = True
-                self.redis.flush()
-                w.metrics.sink_flushes.labels("redis").inc()
-            except SinkError as exc:  # SinkUnavailable included: keep the buffer, retry next flush
-                self._redis_ready = False
-                w.metrics.sink_errors.labels("redis").inc()
-                log.warning("sink=redis retry_next_flush=true pending=%s error=%s", self.redis.pending, exc)
+                for view, rows in records.items():
+                    sink.add(ViewRows(view, snap.now_ms, rows))
+                await sink.flush()
+                self.metrics.sink_flushes.labels(sink.name).inc()
+            except SinkError as exc:  # SinkUnavailable included: the sink keeps its batch
+                self.metrics.sink_errors.labels(sink.name).inc()
+                log.warning("sink=%s retry_next_flush=true error=%s", sink.name, exc)
         return True
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in row.items()}

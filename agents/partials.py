@@ -23,16 +23,28 @@ reaches the broker's message size limit (1 MB by default), whatever the input:
 
 Values without a header (the unchunked JSON of earlier versions) are ignored: their
 partitions are republished in the current format when their owner starts.
+
+Every worker follows the topic (:class:`PartialsReader`: no consumer group, from the
+beginning) into its :class:`PartialBook`; the merged views every answer and the global
+outputs come from are the merge of the book's latest partial per partition.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from agents import broker_health
+from streams.pipeline_views import merge_partials
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +137,103 @@ class PartialExchange:
             log.warning("partial_unreadable base=%s writer=%s seq=%s error=%s", base, writer, seq, exc)
             return None
         return base, partial
+
+
+@dataclass
+class PartialBook:
+    """Latest partial per ``<view>:<partition>`` as read from the partials topic."""
+
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    version: int = 0  # bumped on every put: global outputs are recomputed only on change
+
+    def put(self, key: str, partial: dict[str, Any]) -> None:
+        self.latest[key] = partial
+        self.version += 1
+
+    def parts(self, view: str) -> list[dict[str, Any]]:
+        prefix = view + ":"
+        return [v for k, v in sorted(self.latest.items()) if k.startswith(prefix)]
+
+
+def merge_deal_partials(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The global deal partial: views merged, firing stalled alerts of every partition,
+    and the highest partition watermark."""
+    return {
+        "views": merge_partials([p["views"] for p in parts]),
+        "stalled": sorted((a for p in parts for a in p.get("stalled", [])), key=lambda a: a["alert_id"]),
+        "watermark": max((p.get("watermark", 0) for p in parts), default=0),
+    }
+
+
+class PartialsReader:
+    """Follows the partials topic (and the alerts topic, for ``on_alert``) from the
+    beginning with a plain consumer: every worker reads every partition, no group.
+
+    ``caught_up`` turns true once the reader's positions reached the end offsets it
+    measured at start: an empty fetch alone proves nothing (the broker may be unreachable),
+    and until then the merged views would miss partitions.  Retriable fetch errors back off
+    with jitter; the task never ends on them (that would stop the worker)."""
+
+    def __init__(
+        self,
+        bootstrap: list[str],
+        partials_topic: str,
+        alerts_topic: str,
+        partitions: int,
+        book: PartialBook,
+        exchange: PartialExchange,
+        on_alert: Callable[[bytes], None],
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = (partials_topic, alerts_topic)
+        self.partitions = partitions
+        self.book = book
+        self.exchange = exchange
+        self.on_alert = on_alert
+        self.caught_up = False
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # a failed fetch (broker gone) is retried after this, not aiokafka's 100 ms:
+            # partials are published every flush interval, so 0.5 s costs nothing
+            retry_backoff_ms=500,
+        )
+        await consumer.start()
+        try:
+            # the topics are created by ensure_topics with topic_partitions partitions
+            tps = [TopicPartition(t, p) for t in self.topics for p in range(self.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning()
+            end = await consumer.end_offsets(tps)
+            log.info("partials_reader_started topic=%s partitions=%s", self.topics[0], self.partitions)
+            failures = 0
+            while True:
+                try:
+                    batch = await consumer.getmany(timeout_ms=500)
+                except KafkaError as exc:
+                    if not exc.retriable:
+                        raise
+                    failures += 1
+                    if failures == 1:
+                        log.warning("partials_reader_retrying error=%s", exc)
+                    await asyncio.sleep(broker_health.RETRY_BACKOFF.delay(failures))
+                    continue
+                failures = 0
+                for tp, records in batch.items():
+                    for r in records:
+                        if r.key is None or r.value is None:
+                            continue
+                        if tp.topic == self.topics[0]:
+                            done = self.exchange.receive(r.key.decode(), r.value)
+                            if done is not None:
+                                self.book.put(*done)
+                        else:
+                            self.on_alert(r.value)
+                if not self.caught_up and all([await consumer.position(tp) >= end[tp] for tp in tps]):
+                    self.caught_up = True
+                    log.info("partials_reader_caught_up partials=%s", len(self.book.latest))
+        finally:
+            await consumer.stop()

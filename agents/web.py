@@ -220,7 +220,6 @@ def define_routes(worker: SalesopsWorker) -> None:
     @app.page("/api/deals/{deal_id}")
     @app.table_route(table=worker.deals, match_info="deal_id")
     async def deal_page(view: View, request: Request, deal_id: str) -> Response:
-        from agents.app import deal_json  # agents.app imports this module
 
         stored = worker.deals.get(deal_id.encode())
         if not stored:
@@ -264,3 +263,25 @@ def define_routes(worker: SalesopsWorker) -> None:
                 "questions": pulse.pulse_view(merged, survey, k),
             },
         )
+
+
+def deal_json(rec: DealRecord) -> dict[str, Any]:
+    d = rec.deal
+    return {
+        "deal_id": d.deal_id,
+        "pipeline": d.pipeline,
+        "stage": d.stage,
+        "status": d.status,
+        "amount": str(d.amount),
+        "currency": d.currency,
+        "owner_id": d.owner_id,
+        "team": d.team,
+        "region": d.region,
+        "probability": d.probability,
+        "created_at": d.created_at,
+        "closed_at": d.closed_at,
+        "history": [
+            {"stage": v.stage, "entered_at": v.entered_at, "exited_at": v.exited_at} for v in d.history()
+        ],
+        "alert": rec.alert,
+    }

@@ -9,7 +9,7 @@ tombstone (null value) so compaction drops it.  Records are handed to an async `
 Failures never lose a row: what was sent is remembered per row, so the next flush sends
 exactly what is still missing.  A failed send stops the flush (the broker is likely
 unreachable: the other topics wait too); a row its schema cannot hold is skipped and the
-rest of the batch still goes out.  Either way :meth:`aflush` ends with
+rest of the batch still goes out.  Either way :meth:`flush` ends with
 :class:`SinkUnavailable` naming what failed, and the caller counts it and retries.
 """
 
@@ -20,24 +20,36 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from schemas.codec import Codec
-from sinks.base import SinkUnavailable
+from sinks.base import Sink, SinkError, SinkUnavailable, ViewRows
 
 Send = Callable[[str, bytes, bytes | None], Awaitable[Any]]
 
 
-class AggregateTopicSink:
+class AggregateTopicSink(Sink):
+    """``codecs`` maps each view to the Avro record of its topic, ``topic_of`` a view to
+    its topic name."""
+
     name = "aggregate-topics"
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, codecs: dict[str, Codec], topic_of: Callable[[str], str]) -> None:
         self._send = send
+        self._codecs = codecs
+        self._topic_of = topic_of
         self._published: dict[str, dict[str, str]] = {}
         self._pending: dict[str, tuple[Codec, int, dict[str, dict[str, Any]]]] = {}
 
-    def add(self, topic: str, codec: Codec, as_of: int, rows: dict[str, dict[str, Any]]) -> None:
-        """Buffer the full current set of rows of one view (``{key: record-without-as_of}``)."""
-        self._pending[topic] = (codec, as_of, rows)
+    def setup(self) -> None:
+        """Nothing to connect: the worker's producer is the connection."""
 
-    async def aflush(self) -> int:
+    def add(self, item: ViewRows) -> None:
+        """Buffer the full current set of rows of one view; a view without a codec is a bug
+        in the caller, refused at once."""
+        codec = self._codecs.get(item.view)
+        if codec is None:
+            raise SinkError(f"no aggregate topic schema for view {item.view!r}")
+        self._pending[self._topic_of(item.view)] = (codec, item.as_of, item.rows)
+
+    async def flush(self) -> int:
         """Send changed rows and tombstones; return how many records were sent."""
         sent = 0
         unencodable: list[str] = []

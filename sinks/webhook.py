@@ -179,7 +179,7 @@ def render_template(template: str, record: dict[str, Any]) -> str:
 
 
 class WebhookSink(Sink):
-    """Deliver alert records to one webhook URL; async API, with the sync Sink interface on top.
+    """Deliver alert records to one webhook URL.
 
     Stateless apart from the injected ledger (and a reusable HTTP connection pool): several
     workers may share one receiver as long as they share the ledger's backing table.
@@ -250,7 +250,7 @@ class WebhookSink(Sink):
         """Buffer one alert record for the next flush."""
         self._buffer.append(item)
 
-    async def aflush(self) -> list[tuple[dict[str, Any], DeliveryResult]]:
+    async def flush(self) -> list[tuple[dict[str, Any], DeliveryResult]]:
         """Deliver the buffered records in order; return each with its result.
 
         Once a record has exhausted its budget on a retryable failure the receiver is taken
@@ -271,39 +271,10 @@ class WebhookSink(Sink):
                 down = result.last_error
         return results
 
-    def flush(self) -> list[tuple[dict[str, Any], DeliveryResult]]:  # type: ignore[override]
-        """Sync :meth:`aflush` for callers without an event loop (CLI, replay).
-
-        Inside a running loop (the worker) use ``await aflush()``: blocking the loop would
-        stall every agent.
-        """
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            raise SinkError("WebhookSink.flush() called inside an event loop; use `await aflush()`")
-
-        async def run() -> list[tuple[dict[str, Any], DeliveryResult]]:
-            try:
-                return await self.aflush()
-            finally:
-                await self.aclose()
-
-        return asyncio.run(run())
-
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-    def close(self) -> None:
-        """Release the connection pool when no loop is running (else use :meth:`aclose`)."""
-        if self._session is not None and not self._session.closed:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                asyncio.run(self.aclose())
 
     # ------------------------------------------------------------------ delivery
 

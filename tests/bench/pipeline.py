@@ -270,14 +270,15 @@ class InProcessWorker:
         self.run(self.batches(records))
 
     def decode_validate(self, value: bytes) -> DealEvent | Rejection:
-        """A deal event decoded as the worker decodes it (``SalesopsWorker._decode``) and
-        validated with the worker's pipelines, rates and limits: the input of the pure step
-        alone (:class:`CoreStep`).  The batch handler does this itself (``_deal_item``)."""
+        """A deal event decoded as the worker decodes it (``Intake.decode``) and validated
+        with the worker's pipelines, rates and limits: the input of the pure step alone
+        (:class:`CoreStep`).  The batch handler does this itself (``DealHandler._item``)."""
         w = self.worker
-        decoded = w._decode(w.deal_codec, Message(self.TOPIC, 0, 0, None, value))
+        handler = w.deal_handler
+        decoded = w.intake.decode(handler.codec, Message(self.TOPIC, 0, 0, None, value))
         if isinstance(decoded, Rejection):
             return decoded
-        return validate_deal(decoded, w.config, w.rates, w._limits())
+        return validate_deal(decoded, w.config, w.rates, w.intake.limits())
 
     def counted(self, outcome: str) -> float:
         value = self.worker.metrics.registry.get_sample_value(

@@ -3,6 +3,7 @@ restarted by the test on its own port so the shared one is untouched)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sinks.base import SinkUnavailable
+from sinks.base import SinkUnavailable, ViewRows
 from sinks.redis_snapshot import RedisSnapshotSink
 from tests.integration.conftest import (
     Names,
@@ -47,19 +48,19 @@ def test_snapshot_sink_writes_atomically_and_raises_a_retryable_error_when_down(
     proc = start_redis(port, tmp_path)
     sink = RedisSnapshotSink(f"redis://127.0.0.1:{port}/0", "unit")
     sink.setup()
-    sink.add(("pipeline", 1000, {"stage:p:a": {"deals": 2}}))
-    sink.flush()
+    sink.add(ViewRows("pipeline", 1000, {"stage:p:a": {"deals": 2}}))
+    asyncio.run(sink.flush())
     client = redis.Redis(port=port)
     assert json.loads(client.hget("unit:view:pipeline", "stage:p:a")) == {"deals": 2}
     assert client.hget("unit:meta", "pipeline") == b"1000"
-    sink.add(("pipeline", 2000, {"stage:p:b": {"deals": 1}}))  # a:... vanished, b appeared
+    sink.add(ViewRows("pipeline", 2000, {"stage:p:b": {"deals": 1}}))  # a:... vanished, b appeared
     proc.terminate()
     proc.wait(10)
     with pytest.raises(SinkUnavailable):
-        sink.flush()
+        asyncio.run(sink.flush())
     assert sink.pending == 1  # kept for the retry
     proc = start_redis(port, tmp_path)
-    sink.flush()
+    asyncio.run(sink.flush())
     assert redis.Redis(port=port).hgetall("unit:view:pipeline") == {b"stage:p:b": b'{"deals": 1}'}
     proc.terminate()
     proc.wait(10)

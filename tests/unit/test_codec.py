@@ -181,7 +181,8 @@ def test_two_maximum_amounts_publish_exactly_where_decimal_18_2_failed() -> None
     # one stage: 999,999,999,999,999,999 + 6,700,000,000,000,000 cents (JPY at 0.0067,
     # half-even) = 1,006,699,999,999,999,999 cents; weighted at the stage's 0.9:
     # 899,999,999,999,999,999.1 -> ...999 and 6,030,000,000,000,000 -> 906,029,999,999,999,999
-    from agents.outputs import _jsonable, pipeline_records
+    from agents.outputs import pipeline_records
+    from sinks.redis_snapshot import _exact
     from streams.deals import fold
     from streams.events import DealEvent
     from streams.pipeline_views import PipelineViews, pipeline_rows
@@ -218,7 +219,7 @@ def test_two_maximum_amounts_publish_exactly_where_decimal_18_2_failed() -> None
     api_row = next(r for r in rows["by_stage"] if r["stage"] == "contractsent")
     assert json.loads(json.dumps(api_row))["value"] == "10066999999999999.99"
     assert api_row["value_cents"] == 1_006_699_999_999_999_999
-    assert _jsonable(rec)["value"] == "10066999999999999.99"
+    assert json.loads(json.dumps(rec, default=_exact))["value"] == "10066999999999999.99"
 
 
 def test_money_sums_far_beyond_decimal_18_2_fit_the_contract() -> None:

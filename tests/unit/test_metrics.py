@@ -12,7 +12,7 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agents.lag import LagMonitor, partition_lag
-from agents.outputs import GlobalFigures, Publisher
+from agents.outputs import GlobalFigures, set_global_gauges
 from sinks.metrics import (
     DEAD_LETTER_REASONS,
     MAX_DIMENSION_MEMBERS,
@@ -112,16 +112,8 @@ def test_dimension_members_keep_the_largest_and_sum_the_rest() -> None:
     assert dimension_members(few, "team", "deals") == {"a": 1, "b": 1}
 
 
-def _publisher() -> tuple[Publisher, SalesopsMetrics]:
-    metrics = SalesopsMetrics(CollectorRegistry())
-    worker = SimpleNamespace(
-        metrics=metrics, rates=load_rates(), settings=SimpleNamespace(redis_url="", redis_prefix="x")
-    )
-    return Publisher(worker), metrics  # type: ignore[arg-type]
-
-
 def test_global_gauges_stage_age_statistic_enps_windows_suppressed_groups_and_movement() -> None:
-    publisher, m = _publisher()
+    m = SalesopsMetrics(CollectorRegistry())
     figures = GlobalFigures(
         aging=[
             {"pipeline": "default", "stage": "proposal", "median_days": 1.0, "p90_days": 2.0, "max_days": 3.5}
@@ -151,7 +143,7 @@ def test_global_gauges_stage_age_statistic_enps_windows_suppressed_groups_and_mo
             ]
         },
     )
-    publisher.update_global_gauges(figures)
+    set_global_gauges(m, figures, load_rates().reporting_currency)
     r = m.registry
 
     def value(name: str, **labels: str) -> Any:
@@ -195,7 +187,7 @@ def test_global_gauges_stage_age_statistic_enps_windows_suppressed_groups_and_mo
         "30d": [{"group": "org", "responses": 13, "suppressed": False, "enps": 20.0, "margin_of_error": 38}]
     }
     figures.movement = {}
-    publisher.update_global_gauges(figures)
+    set_global_gauges(m, figures, load_rates().reporting_currency)
     assert value("salesops_enps_responses", group="team:tiny", window="last-30d") is None
     assert (
         value(

@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import asyncio
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from agents.outputs import Publisher
-from schemas.codec import Codec
+from agents.outputs import (
+    MOVEMENT_CHANGES,
+    Publisher,
+    Snapshot,
+    aging_records,
+    enps_records,
+    funnel_records,
+    movement_records,
+    pipeline_records,
+    pulse_records,
+    view_codecs,
+)
 from sinks.aggregate_topics import AggregateTopicSink
-from sinks.base import SinkUnavailable
+from sinks.base import Sink, SinkUnavailable, ViewRows
 from sinks.metrics import SalesopsMetrics
 from streams import pulse
 from streams.deals import fold
@@ -28,40 +38,42 @@ UTC = ZoneInfo("UTC")
 T0 = 1_709_294_400_000  # 2024-03-01 12:00 UTC
 
 
-class FakeWorker:
-    """What Publisher reads from the worker: settings, config, merged partials, clocks."""
+class RecordingSink(Sink):
+    """A sink that keeps what it was given; ``down`` makes its flush fail (retryable)."""
 
-    def __init__(self, deals_partial: dict[str, Any], clock_ms: int) -> None:
-        self.settings = SimpleNamespace(
-            topic=lambda view: f"out.{view}",
-            trailing_windows_days=[30, 90],
-            anonymity_threshold=5,
-            redis_url="",
-            redis_prefix="x",
-        )
-        self.config, self.rates, self.tz = CONFIG, RATES, UTC
-        self.metrics = SalesopsMetrics()
-        self.partitions: dict[int, Any] = {}
-        self._deals = {"views": deals_partial, "stalled": [], "watermark": clock_ms}
-        self.clock_ms = clock_ms
-        self.sent: list[tuple[str, bytes, bytes | None]] = []
+    name = "redis"
 
-        async def send(topic: str, key: bytes, value: bytes | None, **_: Any) -> None:
-            self.sent.append((topic, key, value))
+    def __init__(self) -> None:
+        self.added: list[ViewRows] = []
+        self.flushed: list[list[ViewRows]] = []
+        self.down = False
 
-        self.app = SimpleNamespace(producer=SimpleNamespace(send=send))
+    def setup(self) -> None:
+        pass
 
-    def merged_deals(self) -> dict[str, Any]:
-        return self._deals
+    def add(self, item: ViewRows) -> None:
+        self.added.append(item)
 
-    def merged_pulse(self) -> dict[str, Any]:
-        return pulse.PulseViews(UTC).partial()
+    async def flush(self) -> None:
+        if self.down:
+            raise SinkUnavailable("down")
+        self.flushed.append(self.added)
+        self.added = []
 
-    def global_now_ms(self) -> int:
-        return self.clock_ms
 
-    def now_ms(self) -> int:
-        return T0
+def snapshot(
+    deals_partial: dict[str, Any], now_ms: int, pulse_partial: dict[str, Any] | None = None
+) -> Snapshot:
+    return Snapshot(
+        deals={"views": deals_partial, "stalled": [], "watermark": now_ms},
+        pulse=pulse_partial or pulse.PulseViews(UTC).partial(),
+        now_ms=now_ms,
+        config=CONFIG,
+        currency="USD",
+        tz=UTC,
+        trailing_windows_days=(30, 90),
+        anonymity_threshold=5,
+    )
 
 
 def _one_open_deal() -> dict[str, Any]:
@@ -73,15 +85,140 @@ def _one_open_deal() -> dict[str, Any]:
 
 def test_nothing_is_published_before_the_clock_has_a_value() -> None:
     # watermark clock before the first event: 0, the epoch -> no "1970-01", "1970-Q1" rows
-    worker = FakeWorker(_one_open_deal(), clock_ms=0)
-    assert asyncio.run(Publisher(worker).publish_global()) is False  # type: ignore[arg-type]
-    assert worker.sent == []
+    sink = RecordingSink()
+    publisher = Publisher(SalesopsMetrics(CollectorRegistry()), [sink])
+    assert asyncio.run(publisher.publish(snapshot(_one_open_deal(), 0))) is False
+    assert sink.added == [] and sink.flushed == []
     # once the watermark has a value, the periods are those of the event time
-    worker.clock_ms = T0 + 3_600_000
-    assert asyncio.run(Publisher(worker).publish_global()) is True  # type: ignore[arg-type]
-    keys = {(topic, key.decode()) for topic, key, _ in worker.sent}
-    assert ("out.funnel", "2024-03:default") in keys and ("out.movement", "2024-Q1:default") in keys
+    assert asyncio.run(publisher.publish(snapshot(_one_open_deal(), T0 + 3_600_000))) is True
+    keys = {(rows.view, key) for rows in sink.flushed[0] for key in rows.rows}
+    assert ("funnel", "2024-03:default") in keys and ("movement", "2024-Q1:default") in keys
     assert not any("1970" in key for _, key in keys)
+
+
+def test_every_sink_is_driven_alike_and_a_failed_one_is_counted_and_kept() -> None:
+    metrics = SalesopsMetrics(CollectorRegistry())
+    ok, down = RecordingSink(), RecordingSink()
+    ok.name, down.name, down.down = "aggregate-topics", "redis", True
+    publisher = Publisher(metrics, [ok, down])
+    extra = {"forecast": {"k": {"x": 1}}}
+    assert asyncio.run(publisher.publish(snapshot(_one_open_deal(), T0), extra)) is True
+    # both got one ViewRows per view (the six views and the extra one), at the snapshot's clock
+    for sink in (ok, down):
+        views = [r.view for r in (sink.flushed[0] if sink.flushed else sink.added)]
+        assert views == ["pipeline", "funnel", "stage-aging", "movement", "enps", "pulse", "forecast"]
+    assert {r.as_of for r in ok.flushed[0]} == {T0}
+    r = metrics.registry
+    assert r.get_sample_value("salesops_sink_flushes_total", {"sink": "aggregate-topics"}) == 1
+    assert r.get_sample_value("salesops_sink_errors_total", {"sink": "redis"}) == 1
+    assert len(down.added) == 7  # kept for the next flush
+
+
+# ----------------------------------------------------------------------------- mappers
+# Each mapper turns one view's result into its rows; values below are worked by hand.
+
+
+def test_pipeline_records_key_each_stage_and_dimension_with_exact_money() -> None:
+    rows = {
+        "by_stage": [{"pipeline": "p", "stage": "s", "deals": 2, "value_cents": 1050, "weighted_cents": 525}],
+        "by_owner": [{"owner": "u1", "deals": 1, "value_cents": 1, "weighted_cents": 0}],
+        "by_team": [],
+        "by_region": [{"region": "emea", "deals": 2, "value_cents": 1050, "weighted_cents": 525}],
+    }
+    out = pipeline_records(rows, "EUR")
+    assert set(out) == {"stage:p:s", "owner:u1", "region:emea"}
+    assert out["stage:p:s"] == {
+        "dimension": "stage",
+        "pipeline": "p",
+        "value_of": "s",
+        "deals": 2,
+        "value": Decimal("10.50"),
+        "weighted_value": Decimal("5.25"),
+        "currency": "EUR",
+    }
+    assert out["owner:u1"]["pipeline"] is None and out["owner:u1"]["value"] == Decimal("0.01")
+
+
+def test_funnel_records_one_row_per_period_and_pipeline() -> None:
+    stage = {
+        "stage": "s",
+        "entered": 4,
+        "exited": 2,
+        "advanced": 1,
+        "regressed": 1,
+        "cohort_entered": 4,
+        "cohort_advanced": 1,
+        "window_conversion": 0.5,
+        "cohort_conversion": 0.25,
+        "extra": "not published",
+    }
+    result = {
+        "period": "2024-03",
+        "pipelines": [
+            {
+                "pipeline": "p",
+                "stages": [stage],
+                "won_count": 1,
+                "won_cents": 300,
+                "lost_count": 3,
+                "lost_cents": 100,
+                "win_rate_count": 0.25,
+                "win_rate_value": 0.75,
+                "avg_deal_size_cents": 300,
+                "avg_cycle_days": 2.5,
+                "open_deals": 7,
+                "sales_velocity_per_day": 1.5,
+            }
+        ],
+    }
+    row = funnel_records(result, "USD")["2024-03:p"]
+    assert "extra" not in row["stages"][0] and row["stages"][0]["cohort_conversion"] == 0.25
+    assert (row["won_value"], row["lost_value"]) == (Decimal("3.00"), Decimal("1.00"))
+    assert row["avg_deal_size"] == 3.0  # 300 cents = 3.00 units, a double on the topic
+    assert (row["period"], row["pipeline"], row["open_deals"]) == ("2024-03", "p", 7)
+
+
+def test_movement_records_carry_every_change_in_exact_money() -> None:
+    cents = dict(zip(MOVEMENT_CHANGES, range(1, 10), strict=True))  # start 1 cent .. end 9 cents
+    out = movement_records(
+        "2024-Q1", [{"pipeline": "p", **{f"{k}_cents": v for k, v in cents.items()}}], "USD"
+    )
+    row = out["2024-Q1:p"]
+    assert row["start"] == Decimal("0.01") and row["end"] == Decimal("0.09") and row["won"] == Decimal("0.06")
+
+
+def test_aging_records_count_the_stalled_deals_of_each_stage() -> None:
+    rows = [
+        {"pipeline": "p", "stage": "a", "open": 3, "median_days": 1.0, "p90_days": 2.0, "max_days": 4.0},
+        {"pipeline": "p", "stage": "b", "open": 1, "median_days": 0.5, "p90_days": 0.5, "max_days": 0.5},
+    ]
+    stalled = [{"pipeline": "p", "stage": "a"}, {"pipeline": "p", "stage": "a"}]
+    out = aging_records(rows, stalled)
+    assert out["p:a"]["stalled"] == 2 and out["p:b"]["stalled"] == 0
+    assert out["p:a"]["max_days"] == 4.0 and out["p:a"]["open"] == 3
+
+
+def test_enps_records_keep_a_suppressed_group_as_hidden_not_missing() -> None:
+    rows = [
+        {"group": "org", "responses": 10, "suppressed": False, "promoters": 5, "passives": 3,
+         "detractors": 2, "enps": 30.0, "margin_of_error": 25.0},
+        {"group": "team:tiny", "responses": 3, "suppressed": True},
+    ]  # fmt: skip
+    out = enps_records("30d", rows)
+    assert out["30d:org"]["enps"] == 30.0 and out["30d:org"]["window"] == "30d"
+    hidden = out["30d:team:tiny"]
+    assert hidden["suppressed"] is True and hidden["responses"] == 3
+    assert hidden["enps"] is None and hidden["promoters"] is None and hidden["margin_of_error"] is None
+
+
+def test_pulse_records_one_row_per_question_and_group() -> None:
+    org = {"group": "org", "responses": 6, "suppressed": False, "mean_score": 4.0, "favourable_ratio": 0.5}
+    hidden = {"group": "team:a", "responses": 2, "suppressed": True}
+    view = {"survey_id": "s1", "questions": [{"question_id": "q1", "groups": [org, hidden]}]}
+    out = pulse_records("s1", view)
+    assert set(out) == {"s1:q1:org", "s1:q1:team:a"}
+    assert out["s1:q1:org"]["mean_score"] == 4.0
+    assert out["s1:q1:team:a"]["mean_score"] is None and out["s1:q1:team:a"]["suppressed"] is True
 
 
 ROW = {
@@ -104,17 +241,16 @@ def test_a_failed_send_is_retried_at_the_next_flush_without_resending_what_went_
             raise RuntimeError("MessageSizeTooLargeError")
         sent.append((topic, key))
 
-    sink = AggregateTopicSink(send)
-    codec = Codec.for_record("PipelineAggregate")
+    sink = AggregateTopicSink(send, view_codecs(), lambda view: f"out.{view}")
     rows = {k: {**ROW, "value_of": k} for k in ("stage:a", "stage:b", "stage:c")}
-    sink.add("out.pipeline", codec, T0, rows)
+    sink.add(ViewRows("pipeline", T0, rows))
     with pytest.raises(SinkUnavailable, match=r"out\.pipeline"):
-        asyncio.run(sink.aflush())
+        asyncio.run(sink.flush())
     assert sent == [("out.pipeline", b"stage:a")]
     # next flush (same rows): only what is still missing goes out
     fail_at.clear()
-    sink.add("out.pipeline", codec, T0, rows)
-    assert asyncio.run(sink.aflush()) == 2
+    sink.add(ViewRows("pipeline", T0, rows))
+    assert asyncio.run(sink.flush()) == 2
     assert sent[1:] == [("out.pipeline", b"stage:b"), ("out.pipeline", b"stage:c")]
 
 
@@ -124,10 +260,10 @@ def test_a_row_the_schema_cannot_hold_is_skipped_and_the_rest_goes_out() -> None
     async def send(topic: str, key: bytes, value: bytes | None) -> None:
         sent.append(key)
 
-    sink = AggregateTopicSink(send)
+    sink = AggregateTopicSink(send, view_codecs(), lambda view: f"out.{view}")
     # decimal(38,2) holds 36 integer digits: 10**36 does not fit
     rows = {"stage:big": {**ROW, "value": Decimal(f"{10**36}.00")}, "stage:ok": ROW}
-    sink.add("out.pipeline", Codec.for_record("PipelineAggregate"), T0, rows)
+    sink.add(ViewRows("pipeline", T0, rows))
     with pytest.raises(SinkUnavailable, match="stage:big"):
-        asyncio.run(sink.aflush())
+        asyncio.run(sink.flush())
     assert sent == [b"stage:ok"]

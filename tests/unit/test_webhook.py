@@ -10,7 +10,6 @@ import asyncio
 import json
 import random
 import socket
-import threading
 from collections.abc import Callable, Coroutine
 from itertools import islice
 from typing import Any
@@ -117,7 +116,7 @@ def test_default_body_headers_and_single_attempt() -> None:
         async with Receiver() as rx:
             sink = make_sink(rx.url, Sleeps(), headers={"Authorization": "Bearer t0ken"})
             result = await sink.deliver(FIRING_RECORD)
-            await sink.aclose()
+            await sink.close()
         assert result == DeliveryResult(delivered=True, attempts=1, last_error=None)
         ((headers, _),) = rx.requests
         assert headers["Idempotency-Key"] == "stalled:D-17:proposal:1700000000000:FIRING"
@@ -155,7 +154,7 @@ def test_resolved_is_green_and_a_separate_delivery() -> None:
             sink = make_sink(rx.url, Sleeps())
             assert (await sink.deliver(FIRING_RECORD)).delivered
             assert (await sink.deliver(RESOLVED_RECORD)).delivered
-            await sink.aclose()
+            await sink.close()
         keys = [h["Idempotency-Key"] for h, _ in rx.requests]
         assert keys == [
             "stalled:D-17:proposal:1700000000000:FIRING",
@@ -196,7 +195,7 @@ def test_an_enps_drop_speaks_of_points_not_days() -> None:
         async with Receiver() as rx:
             sink = make_sink(rx.url, Sleeps())
             assert (await sink.deliver(ENPS_RECORD)).delivered
-            await sink.aclose()
+            await sink.close()
         (body,) = rx.bodies()
         assert body["text"] == ENPS_RECORD["summary"] and body["salesops_alert"] == ENPS_RECORD
         (attachment,) = body["attachments"]
@@ -235,7 +234,7 @@ def test_custom_template_renders_json_literals() -> None:
             record = {**FIRING_RECORD, "summary": 'Deal "D-17" stalled \\ badly'}
             sink = make_sink(rx.url, Sleeps(), template=template)
             assert (await sink.deliver(record)).delivered
-            await sink.aclose()
+            await sink.close()
         assert rx.bodies() == [
             {
                 "msg": 'Deal "D-17" stalled \\ badly',
@@ -260,7 +259,7 @@ def test_retries_5xx_with_jittered_backoff_until_delivered() -> None:
         async with Receiver(statuses=[500, 503, 500]) as rx:
             sink = make_sink(rx.url, sleeps, backoff=backoff, rng=random.Random(42))
             result = await sink.deliver(FIRING_RECORD)
-            await sink.aclose()
+            await sink.close()
         assert result == DeliveryResult(True, 4, None)
         # the same body and idempotency key on every attempt
         assert len({(h["Idempotency-Key"], b) for h, b in rx.requests}) == 1
@@ -279,7 +278,7 @@ def test_budget_exhaustion_reports_the_last_error() -> None:
         async with Receiver(statuses=[500] * 10) as rx:
             sink = make_sink(rx.url, sleeps, retry_budget=3)
             result = await sink.deliver(FIRING_RECORD)
-            await sink.aclose()
+            await sink.close()
         assert result == DeliveryResult(False, 3, "HTTP 500: nope")
         assert len(rx.requests) == 3
         assert not sink.ledger.already_delivered(FIRING_RECORD["alert_id"], "FIRING")
@@ -296,7 +295,7 @@ def test_client_errors_are_not_retried(status: int) -> None:
         async with Receiver(statuses=[status]) as rx:
             sink = make_sink(rx.url, sleeps)
             result = await sink.deliver(FIRING_RECORD)
-            await sink.aclose()
+            await sink.close()
         assert result == DeliveryResult(False, 1, f"HTTP {status}: nope")
         assert len(rx.requests) == 1
 
@@ -310,7 +309,7 @@ def test_408_429_and_5xx_are_retried(status: int) -> None:
         async with Receiver(statuses=[status]) as rx:
             sink = make_sink(rx.url, Sleeps())
             assert await sink.deliver(FIRING_RECORD) == DeliveryResult(True, 2, None)
-            await sink.aclose()
+            await sink.close()
 
     run(scenario)
 
@@ -323,7 +322,7 @@ def test_retry_after_is_honoured_up_to_the_backoff_maximum() -> None:
             rx.retry_after = "3"
             sink = make_sink(rx.url, sleeps, backoff=Backoff(initial_s=0.5, maximum_s=30.0))
             assert (await sink.deliver(FIRING_RECORD)).attempts == 3
-            await sink.aclose()
+            await sink.close()
 
     run(scenario)
     assert sleeps.delays == [3.0, 3.0]  # jitter <= 0.5 and <= 1.0, Retry-After wins
@@ -338,7 +337,7 @@ def test_connection_refused_is_retried_then_given_up() -> None:
     async def scenario() -> None:
         sink = make_sink(f"http://127.0.0.1:{port}/hook", sleeps, retry_budget=2)
         result = await sink.deliver(FIRING_RECORD)
-        await sink.aclose()
+        await sink.close()
         assert not result.delivered and result.attempts == 2
         assert result.last_error is not None and result.last_error.startswith("connection error:")
 
@@ -351,7 +350,7 @@ def test_timeouts_are_retried() -> None:
         async with Receiver(delays_s=[0.3]) as rx:  # the first answer comes too late
             sink = make_sink(rx.url, Sleeps(), timeout_s=0.1)
             result = await sink.deliver(FIRING_RECORD)
-            await sink.aclose()
+            await sink.close()
         assert result == DeliveryResult(True, 2, None)
         assert len(rx.requests) == 2
 
@@ -369,12 +368,12 @@ def test_an_acknowledged_alert_is_never_sent_again() -> None:
             sink = make_sink(rx.url, Sleeps(), ledger=ledger)
             assert await sink.deliver(FIRING_RECORD) == DeliveryResult(True, 1)
             assert await sink.deliver(FIRING_RECORD) == DeliveryResult(True, 0)  # skipped
-            await sink.aclose()
+            await sink.close()
             # a restarted worker: a new sink backed by the same ledger (table)
             again = make_sink(rx.url, Sleeps(), ledger=ledger)
             assert await again.deliver(dict(FIRING_RECORD)) == DeliveryResult(True, 0)
             assert (await again.deliver(RESOLVED_RECORD)).attempts == 1  # another status
-            await again.aclose()
+            await again.close()
         assert [h["Idempotency-Key"].rsplit(":", 1)[1] for h, _ in rx.requests] == ["FIRING", "RESOLVED"]
         assert len(ledger) == 2
 
@@ -389,7 +388,7 @@ def test_a_failed_alert_is_not_marked_and_is_sent_on_a_later_try() -> None:
             sink = make_sink(rx.url, Sleeps(), ledger=ledger, retry_budget=2)
             assert not (await sink.deliver(FIRING_RECORD)).delivered
             assert await sink.deliver(FIRING_RECORD) == DeliveryResult(True, 1)
-            await sink.aclose()
+            await sink.close()
         assert len(rx.requests) == 3
 
     run(scenario)
@@ -398,7 +397,7 @@ def test_a_failed_alert_is_not_marked_and_is_sent_on_a_later_try() -> None:
 # ----------------------------------------------------------------------------- batches
 
 
-def test_aflush_delivers_in_order_and_stops_when_the_receiver_is_down() -> None:
+def test_flush_delivers_in_order_and_stops_when_the_receiver_is_down() -> None:
     other = {**FIRING_RECORD, "alert_id": "stalled:D-18:proposal:1", "subject": "D-18"}
 
     async def scenario() -> None:
@@ -406,9 +405,9 @@ def test_aflush_delivers_in_order_and_stops_when_the_receiver_is_down() -> None:
             sink = make_sink(rx.url, Sleeps(), retry_budget=2)
             for r in (FIRING_RECORD, other, RESOLVED_RECORD, {**other, "status": "RESOLVED"}, other):
                 sink.add(r)
-            results = await sink.aflush()
-            await sink.aclose()
-            assert await sink.aflush() == []  # the buffer was taken
+            results = await sink.flush()
+            await sink.close()
+            assert await sink.flush() == []  # the buffer was taken
         assert [r.delivered for _, r in results] == [True, False, True, False, False]
         assert [r.attempts for _, r in results] == [1, 1, 1, 2, 0]
         assert results[1][1].last_error == "HTTP 400: nope"
@@ -422,34 +421,19 @@ def test_aflush_delivers_in_order_and_stops_when_the_receiver_is_down() -> None:
     run(scenario)
 
 
-def test_sync_flush_runs_its_own_loop() -> None:
-    # the receiver runs in a loop of its own in a thread: flush() starts and ends another one
-    loop = asyncio.new_event_loop()
-    rx = Receiver()
-    loop.run_until_complete(rx.__aenter__())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        sink = make_sink(rx.url, Sleeps())
-        assert isinstance(sink, Sink)
-        sink.add(FIRING_RECORD)
-        sink.add(RESOLVED_RECORD)
-        results = sink.flush()
-        received = rx.bodies()
-    finally:
-        asyncio.run_coroutine_threadsafe(rx.__aexit__(), loop).result(5)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
-    assert [r for _, r in results] == [DeliveryResult(True, 1), DeliveryResult(True, 1)]
-    assert [b["salesops_alert"]["status"] for b in received] == ["FIRING", "RESOLVED"]
-
-
-def test_sync_flush_inside_a_loop_is_refused() -> None:
+def test_the_sink_interface_delivers_a_batch_in_order() -> None:
+    # the delivery agent drives the webhook like every sink: add the batch, then flush
     async def scenario() -> None:
-        sink = make_sink("http://127.0.0.1:9/hook", Sleeps())
-        with pytest.raises(SinkError, match="aflush"):
-            sink.flush()
+        async with Receiver() as rx:
+            sink = make_sink(rx.url, Sleeps())
+            assert isinstance(sink, Sink)
+            sink.add(FIRING_RECORD)
+            sink.add(RESOLVED_RECORD)
+            results = await sink.flush()
+            await sink.close()
+            received = rx.bodies()
+        assert [r for _, r in results] == [DeliveryResult(True, 1), DeliveryResult(True, 1)]
+        assert [b["salesops_alert"]["status"] for b in received] == ["FIRING", "RESOLVED"]
 
     run(scenario)
 
