@@ -1,0 +1,183 @@
+"""Every deal of every partition, on every worker: a follower of the deals changelog.
+
+A worker's Faust ``deals`` table holds only the partitions it is assigned, but the
+forecast, attainment and commission need every deal with its observations.  The table's
+changelog topic (``<app_id>-deals-changelog``: compacted, key = deal id, value =
+:class:`~agents.records.DealRecord` bytes, tombstones possible) holds all of them, so each
+worker follows it from the beginning with a plain consumer without a group, the way
+``SalesopsWorker.read_partials`` follows the partials topic: all partitions assigned,
+``seek_to_beginning``, retriable fetch errors backed off with
+:data:`agents.broker_health.RETRY_BACKOFF`, the task never ends on its own.
+
+The event path stays cheap: a record only replaces the raw bytes of its key.  Decoding
+happens when someone asks for :meth:`AllDeals.deals` (the forecast timer, off the event
+loop), and a decoded deal is kept until the bytes of its key change.
+
+*Caught up* means: every partition's position has reached the end offset measured when
+the follower started (not "a fetch came back empty", which a slow broker also produces).
+Until then the global figures would miss deals, and the worker computes none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from agents import broker_health
+from agents.records import DealRecord
+from agents.settings import Settings
+from streams.deals import Deal
+
+log = logging.getLogger(__name__)
+
+
+def changelog_topic(settings: Settings, table: str = "deals") -> str:
+    """The changelog topic Faust keeps for ``table`` (``<app_id>-<table>-changelog``)."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
+class AllDeals:
+    """Raw deal records by key, decoded on demand (module doc)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = changelog_topic(settings)
+        self._raw: dict[bytes, bytes] = {}
+        self._decoded: dict[bytes, tuple[bytes, Deal]] = {}
+        self.caught_up = False
+        self.version = 0  # bumped on every change: recompute only when it moved
+
+    # ----------------------------------------------------------------- records
+    def put(self, key: bytes, value: bytes | None) -> None:
+        """One changelog record; a tombstone (None or empty) forgets the key."""
+        if not value:
+            if self._raw.pop(key, None) is not None:
+                self.version += 1
+            return
+        if self._raw.get(key) != value:
+            self._raw[key] = value
+            self.version += 1
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def snapshot(self) -> list[tuple[bytes, bytes]]:
+        """The raw records as they are now: taken on the event loop, so that decoding in
+        another thread never sees the dict change under it."""
+        return list(self._raw.items())
+
+    def decode(self, snapshot: Iterable[tuple[bytes, bytes]]) -> list[Deal]:
+        """The deals of a :meth:`snapshot`, decoding only keys whose bytes changed since
+        the last call (one caller at a time: the forecast runs one at a time).  A record
+        that does not decode is logged and left out."""
+        cache = self._decoded
+        out: list[Deal] = []
+        seen: set[bytes] = set()
+        for key, value in snapshot:
+            seen.add(key)
+            hit = cache.get(key)
+            if hit is not None and hit[0] is value:
+                out.append(hit[1])
+                continue
+            try:
+                deal = DealRecord.from_bytes(value).deal
+            except Exception as exc:  # a record this version cannot read: skip, say so
+                log.warning("all_deals_undecodable key=%r error=%r", key[:80], exc)
+                continue
+            cache[key] = (value, deal)
+            out.append(deal)
+        for key in cache.keys() - seen:
+            del cache[key]
+        return out
+
+    def deals(self) -> list[Deal]:
+        """Every current deal (decoded lazily, see :meth:`decode`)."""
+        return self.decode(self.snapshot())
+
+    # ----------------------------------------------------------------- follower
+    async def follow(self) -> None:
+        """Follow the changelog from the beginning, without a consumer group (module doc)."""
+        await follow_topic(self.settings, self.topic, self.put, self._caught_up, "all_deals")
+
+    def _caught_up(self) -> None:
+        self.caught_up = True
+        log.info("all_deals_caught_up topic=%s deals=%s", self.topic, len(self._raw))
+
+
+Record = Callable[[bytes, bytes | None], None]
+
+
+async def follow_topic(
+    settings: Settings, topic: str, on_record: Record, on_caught_up: Callable[[], None], name: str
+) -> None:
+    """Read every partition of ``topic`` from the beginning, forever, without a consumer
+    group; hand each keyed record to ``on_record`` (value None: a tombstone) and call
+    ``on_caught_up`` once every position reached the end offsets measured at start.
+    Waits for the topic to exist; retriable errors back off, never end the task."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_list,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        retry_backoff_ms=500,
+    )
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic, settings.topic_partitions, name)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        log.info("%s_follower_started topic=%s partitions=%s", name, topic, len(tps))
+        caught_up = False
+        failures = 0
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for r in records:
+                        if r.key is not None:
+                            on_record(r.key, r.value)
+                if not caught_up and await _reached(consumer, ends):
+                    caught_up = True
+                    on_caught_up()
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                failures += 1
+                if failures == 1:
+                    log.warning("%s_follower_retrying topic=%s error=%s", name, topic, exc)
+                await asyncio.sleep(broker_health.RETRY_BACKOFF.delay(failures))
+                continue
+            failures = 0
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, count: int, name: str) -> list[TopicPartition]:
+    """The topic's ``count`` partitions (``SALESOPS_TOPIC_PARTITIONS``: Faust creates the
+    changelog, ``ensure_topics`` the others with it), once the topic exists."""
+    failures = 0
+    while True:
+        try:
+            exists = topic in await consumer.topics()  # fresh metadata of every topic
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            exists = False
+        if exists:
+            return [TopicPartition(topic, p) for p in range(count)]
+        failures += 1
+        if failures == 1:
+            log.info("%s_waiting_for_topic topic=%s", name, topic)
+        await asyncio.sleep(broker_health.RETRY_BACKOFF.delay(failures))
+
+
+async def _reached(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
+    """Every position is at or past the end offset measured at start."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
