@@ -51,7 +51,7 @@ from sinks.metrics import ERROR_SINKS, SalesopsMetrics, set_gauge_family
 from sinks.redis_snapshot import RedisSnapshotSink
 from sinks.webhook import WebhookSink
 from streams import enps_alerts, pulse
-from streams.clock import WallClock
+from streams.clock import Clock, WallClock
 from streams.deal_step import DealPartition
 from streams.pipelines import DEFAULT_PIPELINES_FILE, DEFAULT_RATES_FILE, load_pipelines, load_rates
 from streams.validation import Rejection, to_epoch_ms
@@ -73,6 +73,9 @@ class SalesopsWorker:
         self.metrics = SalesopsMetrics()
         self.alert_codec = Codec.for_record("Alert")
         self.book = PartialBook()
+        # one clock per role (module docstring, "Clocks"); None: each partition's watermark
+        self.partition_clock: Clock | None = WallClock() if s.clock == "wall" else None
+        self.global_clock: Clock = WallClock() if s.clock == "wall" else HighestWatermark(self.book)
         # chunks partials so none exceeds the broker's message size (agents/partials.py)
         self.exchange = PartialExchange()
         # eNPS drop alerts: group -> its latest alert; recovered from the alerts topic at start
@@ -172,7 +175,7 @@ class SalesopsWorker:
             self.deals,
             self.deal_writer,
             self.stall_checks,
-            WallClock() if s.clock == "wall" else None,
+            self.partition_clock,
         )
         self.survey_handler = SurveyHandler(
             self.intake,
@@ -399,8 +402,17 @@ class SalesopsWorker:
 
     def global_now_ms(self) -> int:
         """The clock of the global outputs (module docstring, "Clocks")."""
-        if self.settings.clock == "wall":
-            return self.now_ms()
+        return self.global_clock.now_ms()
+
+
+class HighestWatermark:
+    """The global outputs' clock in replays: the highest watermark among the latest deal
+    partials of every partition (module docstring, "Clocks")."""
+
+    def __init__(self, book: PartialBook) -> None:
+        self.book = book
+
+    def now_ms(self) -> int:
         return max((p.get("watermark", 0) for p in self.book.parts("deals")), default=0)
 
 

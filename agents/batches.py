@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -27,6 +26,7 @@ from agents.input_offsets import InputPositions
 from agents.settings import Settings
 from schemas.codec import Codec, DecodeError
 from sinks.metrics import SalesopsMetrics
+from streams.clock import WallClock
 from streams.validation import Limits, Rejection
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ class Intake:
         self.alerts_topic = alerts_topic
         self.dead_letter_codec = Codec.for_record("DeadLetter")
         self.alert_codec = Codec.for_record("Alert")
+        self.clock = WallClock()
 
     def writer(self) -> TableWriter:
         """A writer for one agent's batches: a failed produce is counted and resent."""
@@ -118,7 +119,8 @@ class Intake:
             await (await topic.send(key=key, value=value))
 
     def now_ms(self) -> int:
-        return int(time.time() * 1000)
+        """Wall time: what validation limits and dead letters are stamped with."""
+        return self.clock.now_ms()
 
     def limits(self) -> Limits:
         return Limits(now_ms=self.now_ms(), max_future_ms=self.settings.max_future_s * 1000)
