@@ -1,8 +1,9 @@
-"""``salesops`` command line: worker, import, simulate, topics, settings.
+"""``salesops`` command line: worker, import, simulate, backtest, topics, settings.
 
 Each subcommand builds :class:`~agents.settings.Settings` from the environment once and
 passes it down.  Exit status: 0 success, 1 rejected input (import), 2 usage or
-configuration error (for ``worker`` also: no usable ``SALESOPS_RESPONDENT_SECRET``).
+configuration error (for ``worker`` also: no usable ``SALESOPS_RESPONDENT_SECRET``, or a
+pipelines, rates, quotas or plans file the loader refuses).
 ``settings`` prints every value with its secrets masked by their type.
 """
 
@@ -19,6 +20,22 @@ from agents.settings import Settings, SettingsError, describe, masked_items, res
 def _settings_epilog() -> str:
     rows = [f"  {name:<36} default {default!r}\n      {doc}" for name, default, doc in describe()]
     return "settings (environment variables):\n" + "\n".join(rows)
+
+
+def config_problem(settings: Settings) -> str | None:
+    """The loader's message when a configuration file of the worker (pipelines, rates,
+    quotas, plans) is missing or invalid, else None: checked before the worker starts,
+    so that a bad file is one clear line and exit status 2, not a traceback."""
+    from agents.importer import load_config
+    from agents.targets import load_files
+    from streams.pipelines import ConfigError
+
+    try:
+        _config, rates = load_config(settings)
+        load_files(settings, rates)
+    except ConfigError as exc:
+        return str(exc)
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +80,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="write deals.jsonl, surveys.jsonl, invitations.jsonl here instead of producing to Kafka",
     )
 
+    bt = sub.add_parser(
+        "backtest",
+        help="forecast a period from the deal history cut at a date and compare with what closed",
+        description="Read a deal export (the import format: JSON Lines or CSV, validated as the "
+        "worker does), cut every deal at --as-of, forecast --period with each method and "
+        "compare with everything that closed won in it; with --cutoffs N also the N-1 "
+        "periods before it, cut at the same place, and the share of actuals inside P10..P90.",
+    )
+    bt.add_argument("--as-of", required=True, help="cut-off day YYYY-MM-DD (its start, in SALESOPS_TIMEZONE)")
+    bt.add_argument("--period", required=True, help="period to forecast: YYYY-MM, YYYY-Qn, YYYY, FY..., a..b")
+    bt.add_argument("--cutoffs", type=int, default=1, help="number of periods (this one and those before)")
+    bt.add_argument("--file", type=Path, required=True, help="deal events: a .jsonl or .csv import file")
+    bt.add_argument("--format", choices=["jsonl", "csv"], help="default: from the file extension")
+    bt.add_argument("--trials", type=int, help="Monte Carlo trials (default SALESOPS_FORECAST_TRIALS)")
+    bt.add_argument("--seed", type=int, help="Monte Carlo seed (default SALESOPS_FORECAST_SEED)")
+    bt.add_argument(
+        "--window-days", type=int, help="learning window in days (default SALESOPS_FORECAST_WINDOW_DAYS)"
+    )
+
     top = sub.add_parser("topics", help="create (or list) the topics salesops uses")
     top.add_argument("--list", action="store_true", help="only list what exists")
 
@@ -87,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             print(f"salesops: configuration error: {problem}", file=sys.stderr)
             return 2
+        problem = config_problem(settings)
+        if problem:
+            print(f"salesops: configuration error: {problem}", file=sys.stderr)
+            return 2
         from agents.app import run_worker
 
         return run_worker(settings)
@@ -98,6 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         from agents.simulator import run_simulate
 
         return run_simulate(args, settings)
+    if args.command == "backtest":
+        from agents.backtest import run_backtest
+
+        return run_backtest(args, settings)
     if args.command == "topics":
         from agents.topics import run_topics
 

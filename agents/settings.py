@@ -133,6 +133,18 @@ class Settings:
     fiscal_year_start_month: int = _f(
         1, "Month (1..12) a fiscal year starts in; FY2018 is named by the calendar year it ends in"
     )
+    quotas_file: str = _f(
+        "",
+        "Quotas and territories (TOML); empty = no attainment, coverage or commission "
+        "(/api/attainment says so)",
+    )
+    plans_file: str = _f("", "Commission plans (TOML); empty = no commission statements")
+    forecast_interval_s: float = _f(60.0, "How often the forecast, attainment and commission are recomputed")
+    forecast_trials: int = _f(10_000, "Monte Carlo trials per forecast (at least 10000)")
+    forecast_seed: int = _f(0, "Seed of the forecast's Monte Carlo (same state and seed, same quantiles)")
+    forecast_window_days: int = _f(
+        365, "Trailing window (days) the forecast learns stage transitions, creation rate and cycles from"
+    )
     max_future_s: int = _f(86_400, "Reject events whose time is further than this in the future")
     flush_interval_s: float = _f(2.0, "At most one publication of changed views per this many seconds")
     clock: str = _f("wall", "Clock for stall detection: wall (live) or watermark (replay)")
@@ -165,6 +177,12 @@ class Settings:
             raise SettingsError("SALESOPS_SESSION_TIMEOUT_S must be within the broker defaults 6..1800")
         if not 1 <= self.fiscal_year_start_month <= 12:
             raise SettingsError("SALESOPS_FISCAL_YEAR_START_MONTH must be within 1..12")
+        if self.forecast_trials < 10_000:
+            raise SettingsError("SALESOPS_FORECAST_TRIALS must be >= 10000")
+        if self.forecast_interval_s <= 0:
+            raise SettingsError("SALESOPS_FORECAST_INTERVAL_S must be > 0")
+        if self.forecast_window_days < 1:
+            raise SettingsError("SALESOPS_FORECAST_WINDOW_DAYS must be >= 1")
         if self.anonymity_threshold < 1:
             raise SettingsError("SALESOPS_ANONYMITY_THRESHOLD must be >= 1")
 

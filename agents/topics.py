@@ -23,7 +23,17 @@ from agents.settings import Settings
 
 log = logging.getLogger(__name__)
 
-AGGREGATE_VIEWS = ("pipeline", "funnel", "stage-aging", "movement", "enps", "pulse")
+AGGREGATE_VIEWS = (
+    "pipeline",
+    "funnel",
+    "stage-aging",
+    "movement",
+    "enps",
+    "pulse",
+    "forecast",
+    "attainment",
+    "commission",
+)
 INTERNAL_VIEWS = ("partials", "stall-checks")
 
 

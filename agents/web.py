@@ -24,6 +24,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web as aioweb
@@ -36,7 +37,7 @@ from agents import overview
 from agents.records import DealRecord
 from agents.settings import is_loopback
 from streams import pulse
-from streams.periods import PeriodError, current_month, parse_period
+from streams.periods import Period, PeriodError, current_month, parse_period, range_period
 from streams.pipeline_views import aging, funnel, movement, pipeline_rows
 
 if TYPE_CHECKING:
@@ -47,6 +48,21 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = frozenset({"/metrics", "/healthz", "/readyz"})
 MAX_WINDOW_DAYS = 9999  # the same bound as a last-Nd period
 _WINDOW = re.compile(r"(\d{1,4})d")
+
+
+def query_period(query: Mapping[str, str], now: int, worker: SalesopsWorker, default: str) -> Period:
+    """The period of a request: ``from=YYYY-MM-DD&to=YYYY-MM-DD`` (both days included),
+    else ``period=<label>`` (fiscal labels with ``SALESOPS_FISCAL_YEAR_START_MONTH``),
+    else ``default``; PeriodError (a 400) for anything else, or both forms at once."""
+    first, last = query.get("from"), query.get("to")
+    if first is not None or last is not None:
+        if first is None or last is None:
+            raise PeriodError("a range needs both from=YYYY-MM-DD and to=YYYY-MM-DD")
+        if query.get("period"):
+            raise PeriodError("give either period= or from= and to=, not both")
+        return range_period(first, last)
+    label = query.get("period") or default
+    return parse_period(label, now, worker.tz, worker.settings.fiscal_year_start_month)
 
 
 def readiness(worker: SalesopsWorker) -> list[str]:
@@ -179,9 +195,9 @@ def define_routes(worker: SalesopsWorker) -> None:
     @app.page("/api/funnel")
     async def funnel_page(view: View, request: Request) -> Response:
         now = worker.global_now_ms()
-        label = request.query.get("period", f"last-{worker.settings.trailing_windows_days[0]}d")
+        default = f"last-{worker.settings.trailing_windows_days[0]}d"
         try:
-            period = parse_period(label, now, worker.tz)
+            period = query_period(request.query, now, worker, default)
         except PeriodError as exc:
             return _json(view, {"error": str(exc)}, status=400)
         merged = worker.merged_deals()
@@ -195,21 +211,16 @@ def define_routes(worker: SalesopsWorker) -> None:
     @app.page("/api/movement")
     async def movement_page(view: View, request: Request) -> Response:
         now = worker.global_now_ms()
-        label = request.query.get("period") or current_month(now, worker.tz).label
         try:
-            period = parse_period(label, now, worker.tz)
-            if label.startswith("last-"):
+            period = query_period(request.query, now, worker, current_month(now, worker.tz).label)
+            if period.label.startswith("last-"):
                 raise PeriodError("movement needs a month (YYYY-MM) or quarter (YYYY-Qn)")
+            pipelines = movement(worker.merged_deals()["views"], period)  # whole months only
         except PeriodError as exc:
             return _json(view, {"error": str(exc)}, status=400)
-        return _json(
-            view,
-            {
-                "as_of": now,
-                "period": period.label,
-                "pipelines": movement(worker.merged_deals()["views"], period),
-            },
-        )
+        return _json(view, {"as_of": now, "period": period.label, "pipelines": pipelines})
+
+    define_target_routes(worker, _json)
 
     @app.page("/api/alerts")
     async def alerts_page(view: View, request: Request) -> Response:
@@ -285,3 +296,118 @@ def deal_json(rec: DealRecord) -> dict[str, Any]:
         ],
         "alert": rec.alert,
     }
+
+
+def define_target_routes(worker: SalesopsWorker, as_json: Callable[..., Response]) -> None:
+    """``/api/forecast``, ``/api/attainment`` and ``/api/commission`` (agents/targets.py)."""
+    from agents.targets import BREAKDOWNS
+
+    app, targets = worker.app, worker.targets
+
+    def waiting(view: View) -> Response | None:
+        why = targets.not_ready()
+        if why is None:
+            return None
+        response = as_json(view, {"error": "not ready", "missing": [why]}, status=503)
+        response.headers["Retry-After"] = "5"
+        return response
+
+    def asked_period(request: Request) -> bool:
+        return any(request.query.get(k) for k in ("period", "from", "to"))
+
+    @app.page("/api/forecast")
+    async def forecast_page(view: View, request: Request) -> Response:
+        if (busy := waiting(view)) is not None:
+            return busy
+        latest = targets.latest
+        assert latest is not None
+        by = request.query.get("by") or "all"
+        if by not in BREAKDOWNS:
+            return as_json(
+                view, {"error": f"by must be one of {', '.join(BREAKDOWNS)}, got {by!r}"}, status=400
+            )
+        pipeline = request.query.get("pipeline") or None
+        try:
+            period = query_period(request.query, latest.now_ms, worker, latest.periods[0].label)
+        except PeriodError as exc:
+            return as_json(view, {"error": str(exc)}, status=400)
+        if period.label.startswith("last-"):
+            return as_json(
+                view, {"error": "a forecast needs a fixed period, not a trailing window"}, status=400
+            )
+        label = targets.precomputed(period)
+        if label is not None and (pipeline is None or by in ("all", "pipeline")):
+            dimension = "pipeline" if pipeline is not None else by
+            figures = [
+                f
+                for f in latest.forecasts
+                if f.period == label
+                and f.dimension == dimension
+                and (pipeline is None or f.member == pipeline)
+            ]
+            computed = "precomputed"
+        else:
+            figures = await targets.forecast_on_request(period, pipeline, by)
+            computed = "on_request"
+        return as_json(view, targets.forecast_json(figures, period, by, pipeline, computed))
+
+    @app.page("/api/attainment")
+    async def attainment_page(view: View, request: Request) -> Response:
+        if targets.quota_config is None:
+            return as_json(
+                view,
+                {"quotas": [], "territories": [], "reason": "no quotas file: set SALESOPS_QUOTAS_FILE"},
+            )
+        if (busy := waiting(view)) is not None:
+            return busy
+        latest = targets.latest
+        assert latest is not None
+        label = None
+        if asked_period(request):
+            try:
+                period = query_period(request.query, latest.now_ms, worker, "")
+            except PeriodError as exc:
+                return as_json(view, {"error": str(exc)}, status=400)
+            label = targets.quota_period(period)
+            if label is None:
+                periods = [p.label for p in targets.quota_config.periods()]
+                return as_json(
+                    view,
+                    {
+                        "error": f"no quota for period {period.label}; quota periods: {periods}",
+                        "periods": periods,
+                    },
+                    status=400,
+                )
+        return as_json(view, targets.attainment_json(label))
+
+    @app.page("/api/commission")
+    async def commission_page(view: View, request: Request) -> Response:
+        if targets.plans is None:
+            return as_json(view, {"statements": [], "reason": "no plans file: set SALESOPS_PLANS_FILE"})
+        if (busy := waiting(view)) is not None:
+            return busy
+        latest = targets.latest
+        assert latest is not None and targets.quota_config is not None
+        label = None
+        if asked_period(request):
+            try:
+                period = query_period(request.query, latest.now_ms, worker, "")
+            except PeriodError as exc:
+                return as_json(view, {"error": str(exc)}, status=400)
+            label = targets.quota_period(period)
+            if label is None:
+                periods = [p.label for p in targets.quota_config.periods()]
+                return as_json(
+                    view,
+                    {
+                        "error": f"no quota for period {period.label}; quota periods: {periods}",
+                        "periods": periods,
+                    },
+                    status=400,
+                )
+        owner = request.query.get("owner") or None
+        body = targets.commission_json(owner, label)
+        if owner is not None and not body["statements"]:
+            return as_json(view, {"error": f"no commission statement for owner {owner!r}"}, status=404)
+        return as_json(view, body)

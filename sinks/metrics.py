@@ -293,6 +293,81 @@ class SalesopsMetrics:
             registry=r,
         )
 
+        # Forecast, quotas and commission (publisher only; agents/targets.py)
+        self.forecast_value = Gauge(
+            "salesops_forecast_value",
+            "Closed-won value forecast for the period: method weighted, expected, monte_carlo_p10, "
+            "monte_carlo_p50, monte_carlo_p90 or monte_carlo_mean",
+            ["dimension", "member", "period", "method", "currency"],
+            registry=r,
+        )
+        self.forecast_component = Gauge(
+            "salesops_forecast_expected_value",
+            "Expected method by component: open deals, already won, new deals",
+            ["dimension", "member", "period", "component", "currency"],
+            registry=r,
+        )
+        self.forecast_run = Gauge(
+            "salesops_forecast_run_seconds",
+            "Duration of the last forecast, attainment and commission computation",
+            registry=r,
+        )
+        self.quota = Gauge(
+            "salesops_quota_value",
+            "Quota of an owner, team or territory for a period (quotas file)",
+            ["scope", "member", "period", "currency"],
+            registry=r,
+        )
+        self.quota_gap = Gauge(
+            "salesops_quota_gap_value",
+            "Quota still to win: max(quota - won, 0)",
+            ["scope", "member", "period", "currency"],
+            registry=r,
+        )
+        self.quota_attainment = Gauge(
+            "salesops_quota_attainment_ratio",
+            "Won value in the period / quota",
+            ["scope", "member", "period"],
+            registry=r,
+        )
+        self.quota_forecast_attainment = Gauge(
+            "salesops_quota_forecast_attainment_ratio",
+            "Monte Carlo P50 of the period's closed-won value / quota (periods that contain today)",
+            ["scope", "member", "period"],
+            registry=r,
+        )
+        self.pipeline_coverage = Gauge(
+            "salesops_pipeline_coverage_ratio",
+            "Open value due in the period / quota still to win (absent once the quota is reached)",
+            ["scope", "member", "period"],
+            registry=r,
+        )
+        self.territory_spread = Gauge(
+            "salesops_territory_pipeline_spread",
+            "How unevenly a territory's open pipeline is spread over its reps: statistic cv, "
+            "max_share or min_share",
+            ["territory", "statistic"],
+            registry=r,
+        )
+        self.commission_earned = Gauge(
+            "salesops_commission_earned",
+            "Commission earned to date in the period (the statement's lines)",
+            ["owner", "period", "currency"],
+            registry=r,
+        )
+        self.commission_projected = Gauge(
+            "salesops_commission_projected",
+            "Commission of the period at the P50 forecast (at the credited value once it ended)",
+            ["owner", "period", "currency"],
+            registry=r,
+        )
+        self.commission_adjustments = Gauge(
+            "salesops_commission_adjustments",
+            "Adjustment lines on the owner's statement of the period",
+            ["owner", "period"],
+            registry=r,
+        )
+
     def prime(self, topics: Iterable[str], sinks: Iterable[str] = ERROR_SINKS) -> None:
         """Create every counter's known label sets at 0 so that dashboards never see gaps
         and ``increase()`` counts the first event.  ``topics``: the input topics (the

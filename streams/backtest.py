@@ -28,9 +28,11 @@ events (folded up to the cut-off) has no such gap.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from datetime import date
 from zoneinfo import ZoneInfo
 
 from streams.deals import Deal
@@ -48,7 +50,16 @@ from streams.forecast import (
     weighted,
     won_in_period,
 )
-from streams.periods import Period, period_bounds_ms
+from streams.periods import (
+    Period,
+    day_of,
+    day_start_ms,
+    month_period,
+    period_bounds_ms,
+    quarter_period,
+    range_period,
+    year_period,
+)
 from streams.pipelines import PipelineConfig, Rates
 
 METHODS = ("weighted", "expected", "monte_carlo_p50")
@@ -142,6 +153,38 @@ def backtest(
             )
         )
     return out
+
+
+def earlier_cases(cutoff_ms: int, period: Period, count: int, tz: ZoneInfo) -> list[tuple[int, Period]]:
+    """``count`` backtest cases ending with ``(cutoff_ms, period)``, oldest first: the
+    ``count - 1`` periods before it of the same kind (the months before a month
+    ``YYYY-MM``, quarters before ``YYYY-Qn``, years before ``YYYY``; any other period is
+    shifted back by its own number of days, as a range), each cut at the same place
+    relative to its start: the same number of days after its first day (negative: before
+    it), at the same time of day.  ValueError if ``count < 1``."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    cut_day = day_of(cutoff_ms, tz)
+    offset_days = cut_day - period.first_day
+    time_of_day = cutoff_ms - day_start_ms(cut_day, tz)
+    cases = [(cutoff_ms, period)]
+    p = period
+    for _ in range(count - 1):
+        p = _previous(p)
+        cases.append((day_start_ms(p.first_day + offset_days, tz) + time_of_day, p))
+    return cases[::-1]
+
+
+def _previous(p: Period) -> Period:
+    d = date.fromordinal(p.first_day - 1)
+    if re.fullmatch(r"\d{4}-\d{2}", p.label):
+        return month_period(d.year, d.month)
+    if re.fullmatch(r"\d{4}-Q[1-4]", p.label):
+        return quarter_period(d.year, (d.month - 1) // 3 + 1)
+    if re.fullmatch(r"\d{4}", p.label):
+        return year_period(d.year)
+    n = p.last_day - p.first_day + 1
+    return range_period(date.fromordinal(p.first_day - n), date.fromordinal(p.last_day - n))
 
 
 @dataclass(frozen=True, slots=True)

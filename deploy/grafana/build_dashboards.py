@@ -3,7 +3,8 @@
 * ``salesops-pipeline.json`` (revenue and sales ops): headline figures, open pipeline and
   deals by stage in stage order, conversion and cohort conversion, win rate, closed deals,
   deal size, cycle and velocity, stage aging and stalled deals, the movement waterfall,
-  and open pipeline by owner, team and region;
+  open pipeline by owner, team and region, the forecast by method, quota attainment,
+  forecast attainment, coverage, territory spread and commission;
 * ``salesops-people.json`` (people partners): eNPS by group with suppressed groups shown
   as such (their response count only), margins of error, trends, drops against the
   alert threshold and eNPS alerts;
@@ -641,6 +642,7 @@ def pipeline_dashboard(config: PipelineConfig, currency: str) -> dict[str, Any]:
             money,
         ),
     ]
+    panels += targets_panels(money)
     return dashboard(
         "salesops-pipeline",
         "salesops / Pipeline and funnel",
@@ -660,9 +662,243 @@ def pipeline_dashboard(config: PipelineConfig, currency: str) -> dict[str, Any]:
                 "period", "Movement period", "label_values(salesops_pipeline_movement_value, window)", sort=2
             ),
             custom_variable("statistic", "Stage age", ("median", "p90", "max"), "p90"),
+            query_variable(
+                "forecast_period", "Forecast period", "label_values(salesops_forecast_value, period)"
+            ),
+            query_variable("quota_period", "Quota period", "label_values(salesops_quota_value, period)"),
         ],
         panels,
     )
+
+
+def targets_panels(money: str) -> list[dict[str, Any]]:
+    """Forecast, quotas and commission (agents/targets.py): all global figures, exported by
+    the publishing worker (``max`` de-duplicates during a rebalance)."""
+    bars = {"defaults": {"min": 0}}
+    return [
+        row("Forecast ($forecast_period)"),
+        panel(
+            "bargauge",
+            "Forecast by method, all pipelines",
+            "Closed-won value at period end: weighted (stage probabilities x close dates), "
+            "expected (learned chain: open + already won + new deals) and the Monte Carlo "
+            "P10 / P50 / P90 and mean (already won included).",
+            [
+                target(
+                    'max by (method) (salesops_forecast_value{dimension="all", period="$forecast_period"})',
+                    "{{method}}",
+                    True,
+                )
+            ],
+            money,
+            w=8,
+            **bars,
+        ),
+        panel(
+            "bargauge",
+            "Expected value by component",
+            "The expected method's parts: open deals (amount x learned P(win) x share closing "
+            "in the period), already won, and deals not created yet.",
+            [
+                target(
+                    "max by (component) "
+                    '(salesops_forecast_expected_value{dimension="all", period="$forecast_period"})',
+                    "{{component}}",
+                    True,
+                )
+            ],
+            money,
+            w=8,
+            **bars,
+        ),
+        panel(
+            "bargauge",
+            "Forecast P50 by pipeline",
+            "Monte Carlo median of the period's closed-won value per pipeline.",
+            [
+                target(
+                    'sort_desc(max by (member) (salesops_forecast_value{dimension="pipeline", '
+                    'period="$forecast_period", method="monte_carlo_p50"}))',
+                    "{{member}}",
+                    True,
+                )
+            ],
+            money,
+            w=8,
+            **bars,
+        ),
+        panel(
+            "timeseries",
+            "Forecast P10 / P50 / P90 over time, all pipelines",
+            "How the Monte Carlo band of the period moves as deals progress and close.",
+            [
+                target(
+                    'max by (method) (salesops_forecast_value{dimension="all", '
+                    'period="$forecast_period", method=~"monte_carlo_p10|monte_carlo_p50|monte_carlo_p90"})',
+                    "{{method}}",
+                )
+            ],
+            money,
+        ),
+        panel(
+            "bargauge",
+            "Forecast P50 by owner",
+            "Monte Carlo median per owner (at most 50 owners; quantiles are not summed into (other)).",
+            [
+                target(
+                    'sort_desc(max by (member) (salesops_forecast_value{dimension="owner", '
+                    'period="$forecast_period", method="monte_carlo_p50"}))',
+                    "{{member}}",
+                    True,
+                )
+            ],
+            money,
+            **bars,
+        ),
+        row("Quotas and commission ($quota_period)"),
+        panel(
+            "bargauge",
+            "Quota attainment",
+            "Won value in the period / quota, per owner, team and territory (1 = 100 %).",
+            [
+                target(
+                    'sort_desc(max by (scope, member) (salesops_quota_attainment_ratio{period="$quota_period"}))',
+                    "{{scope}} {{member}}",
+                    True,
+                )
+            ],
+            "percentunit",
+            w=8,
+            h=10,
+            defaults={"min": 0, "thresholds": thresholds(("red", None), ("orange", 0.7), ("green", 1))},
+        ),
+        panel(
+            "bargauge",
+            "Forecast attainment (P50 / quota)",
+            "Where the period is heading: the Monte Carlo median of each quota's own deals over "
+            "its quota (periods that contain today). Below 1 for long: SalesopsForecastBelowQuota.",
+            [
+                target(
+                    "sort(max by (scope, member) "
+                    '(salesops_quota_forecast_attainment_ratio{period="$quota_period"}))',
+                    "{{scope}} {{member}}",
+                    True,
+                )
+            ],
+            "percentunit",
+            w=8,
+            h=10,
+            defaults={"min": 0, "thresholds": thresholds(("red", None), ("orange", 0.9), ("green", 1))},
+        ),
+        panel(
+            "bargauge",
+            "Pipeline coverage",
+            "Open value due in the period / quota still to win (3x is a common target); "
+            "absent once the quota is reached.",
+            [
+                target(
+                    'sort(max by (scope, member) (salesops_pipeline_coverage_ratio{period="$quota_period"}))',
+                    "{{scope}} {{member}}",
+                    True,
+                )
+            ],
+            "short",
+            w=8,
+            h=10,
+            defaults={"min": 0, "thresholds": thresholds(("red", None), ("orange", 1), ("green", 3))},
+        ),
+        panel(
+            "table",
+            "Quota and gap",
+            "Per quota: the quota and what is still to win.",
+            [
+                target(
+                    'max by (scope, member) (salesops_quota_value{period="$quota_period"})', "", True, True
+                ),
+                target(
+                    'max by (scope, member) (salesops_quota_gap_value{period="$quota_period"})',
+                    "",
+                    True,
+                    True,
+                ),
+            ],
+            money,
+            transformations=[
+                {"id": "merge", "options": {}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True},
+                        "renameByName": {"Value #A": "quota", "Value #B": "gap"},
+                    },
+                },
+            ],
+        ),
+        panel(
+            "bargauge",
+            "Territory pipeline spread",
+            "How unevenly each territory's open pipeline is spread over its reps: coefficient of "
+            "variation (0 = even) and the largest and smallest rep's share.",
+            [
+                target(
+                    "max by (territory, statistic) (salesops_territory_pipeline_spread)",
+                    "{{territory}} {{statistic}}",
+                    True,
+                )
+            ],
+            "short",
+            **bars,
+        ),
+        panel(
+            "bargauge",
+            "Commission earned to date",
+            "Per owner: the sum of the statement's lines (credits and adjustments).",
+            [
+                target(
+                    'sort_desc(max by (owner) (salesops_commission_earned{period="$quota_period"}))',
+                    "{{owner}}",
+                    True,
+                )
+            ],
+            money,
+            w=8,
+            h=10,
+            **bars,
+        ),
+        panel(
+            "bargauge",
+            "Projected commission at the P50 forecast",
+            "Per owner: the plan applied to the owner's P50 forecast of the period.",
+            [
+                target(
+                    'sort_desc(max by (owner) (salesops_commission_projected{period="$quota_period"}))',
+                    "{{owner}}",
+                    True,
+                )
+            ],
+            money,
+            w=8,
+            h=10,
+            **bars,
+        ),
+        panel(
+            "bargauge",
+            "Commission adjustments",
+            "Adjustment lines per owner: won deals reopened, lost, deleted, reassigned, moved or "
+            "changed in amount after their credit (never silently rewritten).",
+            [
+                target(
+                    'sort_desc(max by (owner) (salesops_commission_adjustments{period="$quota_period"}))',
+                    "{{owner}}",
+                    True,
+                )
+            ],
+            "short",
+            w=8,
+            h=10,
+            **bars,
+        ),
+    ]
 
 
 def people_dashboard() -> dict[str, Any]:
@@ -1091,6 +1327,14 @@ def operations_dashboard() -> dict[str, Any]:
                     "{{instance}} log lines held back",
                 ),
             ],
+        ),
+        panel(
+            "timeseries",
+            "Forecast computation time",
+            "Duration of the last forecast, attainment and commission run (every "
+            "SALESOPS_FORECAST_INTERVAL_S, off the event loop).",
+            [target(f"max by (instance) (salesops_forecast_run_seconds{{{i}}})", "{{instance}}")],
+            "s",
         ),
         panel(
             "table",

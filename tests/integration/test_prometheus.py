@@ -22,6 +22,7 @@ import subprocess
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,34 @@ def worker(names: Names, start_worker, tmp_path: Path) -> WorkerProcess:
     ):
         done = run_cli("import", kind, str(out / f), "--no-progress", env=names.env())
         assert done.returncode == 0, done.stderr
-    return start_worker(names.env())
+    return start_worker(
+        names.env(
+            SALESOPS_FORECAST_INTERVAL_S=1,
+            **targets_files(tmp_path, [f"u-{i:02d}" for i in range(1, 21)]),
+        )
+    )
+
+
+def targets_files(tmp_path: Path, owners: list[str]) -> dict[str, str]:
+    """A quotas and a plans file for the simulator's owners, teams and regions, over the
+    current month and quarter (so that forecast attainment, coverage and projected
+    commission are exported too)."""
+    today = datetime.now(UTC).date()
+    periods = (f"{today.year}-{today.month:02d}", f"{today.year}-Q{(today.month - 1) // 3 + 1}")
+    quotas = ['currency = "USD"', "[territories.emea]", 'regions = ["EMEA"]']
+    quotas += [f'[quotas.owner.{o}]\n"{periods[0]}" = 100000\n"{periods[1]}" = 300000' for o in owners]
+    quotas += [
+        f'[quotas.team.na-ent]\n"{periods[1]}" = 2000000',
+        f'[quotas.territory.emea]\n"{periods[1]}" = 5000000',
+    ]
+    plans = ['currency = "USD"', "[roles]", *(f'{o} = "ae"' for o in owners)]
+    plans += ["[plans.ae]", 'role = "ae"', "base_rate = 0.08", "tiers = [{ from = 1.0, rate = 0.12 }]"]
+    (tmp_path / "quotas.toml").write_text("\n".join(quotas) + "\n")
+    (tmp_path / "plans.toml").write_text("\n".join(plans) + "\n")
+    return {
+        "SALESOPS_QUOTAS_FILE": str(tmp_path / "quotas.toml"),
+        "SALESOPS_PLANS_FILE": str(tmp_path / "plans.toml"),
+    }
 
 
 # ------------------------------------------------------------------------ expressions
@@ -233,7 +261,7 @@ def empty_dashboard_expressions(prom: Prometheus) -> list[str]:
 
 def empty_rule_expressions(prom: Prometheus) -> list[str]:
     rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-    assert len(rules) == 7
+    assert len(rules) == 8
     return [f"{r['alert']}: {with_bool(r['expr'])}" for r in rules if not prom.query(with_bool(r["expr"]))]
 
 
@@ -250,6 +278,7 @@ def test_a_real_prometheus_finds_data_for_every_dashboard_and_rule_expression(
             "salesops_enps_drop_margin_points{",
             'salesops_enps_suppressed{group="',
             "salesops_consumer_lag",
+            "salesops_commission_projected{",
         )
         lags = [float(v) for v in re.findall(r"^salesops_consumer_lag_records\{[^}]*\} (\S+)$", text, re.M)]
         return all(n in text for n in needed) and bool(lags) and sum(lags) == 0
@@ -265,7 +294,7 @@ def test_a_real_prometheus_finds_data_for_every_dashboard_and_rule_expression(
 
     def evaluated_rules() -> list[dict[str, Any]] | None:
         rules = [r for g in prometheus.get("/api/v1/rules")["groups"] for r in g["rules"]]
-        done = len(rules) == 7 and all(not r["lastEvaluation"].startswith("0001") for r in rules)
+        done = len(rules) == 8 and all(not r["lastEvaluation"].startswith("0001") for r in rules)
         return rules if done else None
 
     rules = poll(evaluated_rules, 30, what="rules loaded and evaluated")

@@ -143,4 +143,4 @@ def test_rules_select_no_job_and_each_alert_has_a_runbook_section() -> None:
             assert rule["labels"]["team"]
             assert rule["annotations"]["runbook_url"].endswith("#" + rule["alert"].lower())
             assert rule["alert"].lower() in anchors, f"deploy/RUNBOOK.md has no section {rule['alert']}"
-    assert len(rule_exprs()) == 7
+    assert len(rule_exprs()) == 8
