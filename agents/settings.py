@@ -12,8 +12,7 @@ import ipaddress
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -198,9 +197,6 @@ class Settings:
             values[f.name] = _convert(f.name, f.type, raw)
         return cls(**values)
 
-    def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
-
     def topic(self, view: str) -> str:
         """Name of an aggregate topic, e.g. ``topic("pipeline")`` -> ``salesops.pipeline``."""
         return f"{self.output_topic_prefix}{view}"
@@ -208,10 +204,6 @@ class Settings:
     @property
     def bootstrap_list(self) -> list[str]:
         return [s.strip() for s in self.kafka_bootstrap.split(",") if s.strip()]
-
-    @property
-    def data_path(self) -> Path:
-        return Path(self.data_dir)
 
 
 def env_name(field_name: str) -> str:

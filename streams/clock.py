@@ -1,4 +1,4 @@
-"""Injectable clocks: wall time for the live worker, fixed time for tests, event time per partition.
+"""Injectable clocks: wall time for the live worker, event time per partition.
 
 Nothing in the core calls ``time.time()`` itself (docs/design.md, principle 6):
 whoever needs "now" is handed a :class:`Clock`.  All times are integer epoch milliseconds.
@@ -48,27 +48,6 @@ class WallClock:
         return time.time_ns() // 1_000_000
 
 
-class FixedClock:
-    """A clock that only moves when told to: for tests and deterministic replays."""
-
-    def __init__(self, now_ms: int = 0) -> None:
-        self._now_ms = int(now_ms)
-
-    def now_ms(self) -> int:
-        return self._now_ms
-
-    def set(self, now_ms: int) -> None:
-        """Jump to ``now_ms`` (backwards too: a test may need it)."""
-        self._now_ms = int(now_ms)
-
-    def advance(self, ms: int) -> int:
-        """Move forward by ``ms`` (>= 0) and return the new time."""
-        if ms < 0:
-            raise ValueError(f"advance() takes a non-negative duration, got {ms}")
-        self._now_ms += int(ms)
-        return self._now_ms
-
-
 class Watermark:
     """Event-time progress of one partition: max event time seen minus the allowed lateness.
 
@@ -92,11 +71,6 @@ class Watermark:
     def seen(self) -> bool:
         """True once at least one event has been observed."""
         return self._max_event_ms is not None
-
-    @property
-    def max_event_ms(self) -> int | None:
-        """The largest event time observed, None before any event."""
-        return self._max_event_ms
 
     def now_ms(self) -> int:
         if self._max_event_ms is None:

@@ -71,16 +71,6 @@ def day_of(ts_ms: int, tz: ZoneInfo) -> int:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).astimezone(tz).date().toordinal()
 
 
-def month_label(day: int) -> str:
-    d = date.fromordinal(day)
-    return f"{d.year:04d}-{d.month:02d}"
-
-
-def quarter_label(day: int) -> str:
-    d = date.fromordinal(day)
-    return f"{d.year:04d}-Q{(d.month - 1) // 3 + 1}"
-
-
 def _check_year(year: int) -> None:
     if not MIN_YEAR <= year <= MAX_YEAR:
         raise PeriodError(f"period year must be within {MIN_YEAR:04d}..{MAX_YEAR:04d}, got {year:04d}")

@@ -411,12 +411,6 @@ class StallIndex:
         due, deal_id, stage, entered_at = item
         return self._entries.get(deal_id) == _Entry(stage, entered_at, due)
 
-    def next_due(self) -> int | None:
-        """The earliest due time, None when nothing is indexed: what a timer can sleep until."""
-        while self._heap and not self._is_live(self._heap[0]):
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
-
     def pop_due(self, now_ms: int) -> list[DueCheck]:
         """Checks due at ``now_ms`` (``due_at <= now_ms``), earliest first, ties by deal id.
 

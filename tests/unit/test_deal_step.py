@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 
 from streams import deals as deal_core
 from streams import stalled
-from streams.clock import FixedClock
 from streams.deal_step import BatchOutcome, DealPartition, StoredDeal, apply_batch
 from streams.events import DAY_MS, DealEvent
+from tests.unit.clocks import FixedClock
 from tests.unit.test_deal_properties import CONFIG, RATES, START, TZ, events
 
 

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.clock import FixedClock
 from streams.events import DAY_MS
 from streams.pipelines import Pipeline, PipelineConfig, Stage
 from streams.stalled import (
@@ -26,6 +25,7 @@ from streams.stalled import (
     on_deal_change,
     threshold_days,
 )
+from tests.unit.clocks import FixedClock
 
 T0 = 1_700_000_000_000  # an arbitrary epoch-ms start
 PROPOSAL_MS = 86_400  # 0.001 days
@@ -129,7 +129,7 @@ def test_fires_at_due_not_before_with_the_full_record() -> None:
     deal = FakeDeal("D-17", "proposal", T0)
     index = StallIndex(CONFIG)
     index.track(deal, None)
-    assert index.next_due() == T0 + PROPOSAL_MS
+    assert index.due_of("D-17") == T0 + PROPOSAL_MS
 
     clock.advance(PROPOSAL_MS - 1)
     assert index.pop_due(clock.now_ms()) == []  # 1 ms before due
@@ -357,7 +357,7 @@ def test_pop_due_orders_by_due_then_deal_id_and_hands_each_out_once() -> None:
         ("C", T0 + PROPOSAL_MS + 5),
     ]
     assert index.pop_due(T0 + PROPOSAL_MS + 5) == []
-    assert len(index) == 1 and index.next_due() == T0 + NEGOTIATION_MS
+    assert len(index) == 1 and index.due_of("Z") == T0 + NEGOTIATION_MS
 
 
 def test_lazy_deletion_skips_stale_entries() -> None:
@@ -370,11 +370,11 @@ def test_lazy_deletion_skips_stale_entries() -> None:
     moved = FakeDeal("A", "negotiation", T0 + 1_000)
     index.track(moved, None)  # the proposal item of A is now stale
     assert len(index) == 1
-    assert index.next_due() == T0 + 1_000 + NEGOTIATION_MS
+    assert index.due_of("A") == T0 + 1_000 + NEGOTIATION_MS
     assert index.pop_due(T0 + PROPOSAL_MS) == []  # stale A/proposal and B skipped
     (check,) = index.pop_due(T0 + 1_000 + NEGOTIATION_MS)
     assert check == DueCheck("A", "negotiation", T0 + 1_000, T0 + 1_000 + NEGOTIATION_MS)
-    assert len(index) == 0 and index.next_due() is None
+    assert len(index) == 0 and index.due_of("A") is None
     index.untrack("nobody")  # forgetting an unknown deal is fine
 
 
