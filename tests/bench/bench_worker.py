@@ -63,7 +63,7 @@ from tests.bench.pipeline import (
     build_dataset,
     created_deals,
 )
-from tests.bench.report import Progress, Report, Row, quantile, render
+from tests.bench.report import Progress, Report, Row, forecast_rows, quantile, render
 from tests.integration.conftest import BOOTSTRAP, ROOT, Names, WorkerProcess, free_port, kafka_unreachable
 
 log = logging.getLogger("bench")
@@ -1026,6 +1026,16 @@ def phase_worker_profile(report: Report, names: Names, data: list[Record], logs:
 # --------------------------------------------------------------------------- main
 
 
+def phase_forecast(report: Report, seed: int) -> None:
+    """The forecast's Monte Carlo at the issue's size, in this process (no Kafka)."""
+    from tests.bench.forecast_bench import run as run_forecast
+
+    deals, trials = 100_000, 10_000
+    seconds, peak, _result = run_forecast(deals, trials, seed, None)
+    for row in forecast_rows(seconds, peak, deals, trials):
+        report.add(row)
+
+
 def run(args: argparse.Namespace) -> Report:
     report = Report()
     run_id = uuid4().hex[:8]
@@ -1075,6 +1085,7 @@ def run(args: argparse.Namespace) -> Report:
         )
         step("naive", lambda: phase_naive(report, names, len(data), logs, args.naive_seconds, worker_rate))
         step("in-process", lambda: phase_in_process(report, data[:work_n], args.profile_events))
+        step("forecast", lambda: phase_forecast(report, args.seed))
         step(
             "latency",
             lambda: phase_latency(
@@ -1187,7 +1198,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=set(),
         metavar="PHASES",
         help="run only these phases, comma-separated: produce, baseline, worker, naive, "
-        "in-process, latency, memory (in-process), restart (worker memory and restarts), "
+        "in-process, forecast, latency, memory (in-process), restart (worker memory and restarts), "
         "profile; worker and naive need produce",
     )
     add("--keep-topics", action="store_true", help="keep this run's bench-* topics")

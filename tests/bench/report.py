@@ -82,6 +82,16 @@ def render(report: Report) -> str:
     )
 
 
+def forecast_rows(seconds: float, peak_bytes: int, deals: int, trials: int) -> list[Row]:
+    """The forecast's headline rows (issue 11): Monte Carlo time and traced peak memory
+    for ``deals`` open deals x ``trials`` trials (tests/bench/forecast_bench.py)."""
+    what = f"forecast Monte Carlo, {deals:,} open deals x {trials:,} trials"
+    return [
+        Row(f"{what}: time", seconds, "s", note="one core, seeded, new-deal sources included", headline=True),
+        Row(f"{what}: peak memory", peak_bytes, "B", note="tracemalloc peak of one run", headline=True),
+    ]
+
+
 def quantile(buckets_before: dict[float, float], buckets_after: dict[float, float], q: float) -> float | None:
     """``histogram_quantile`` over bucket deltas: linear inside the bucket, so only as fine
     as the buckets; +Inf when the quantile lies past the last finite bound."""
