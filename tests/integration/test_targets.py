@@ -17,7 +17,16 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Names, create_topic, encoded_deal, poll, produce, run_cli
+from schemas.codec import Codec
+from tests.integration.conftest import (
+    Names,
+    consume_until_quiet,
+    create_topic,
+    encoded_deal,
+    poll,
+    produce,
+    run_cli,
+)
 from tests.integration.reference import DealReference, day, read_jsonl
 
 QUOTA_OWNER = 150_000_00  # cents, every owner, the current quarter
@@ -152,7 +161,7 @@ def imported(tmp_path: Path, names: Names) -> tuple[Names, Path, DealReference]:
 
 
 def test_attainment_coverage_and_commission_match_an_independent_recomputation(
-    imported: tuple[Names, Path, DealReference], start_worker, tmp_path: Path
+    imported: tuple[Names, Path, DealReference], start_worker, tmp_path: Path, redis_client
 ) -> None:
     names, shuffled, ref = imported
     expected = Expected(ref)
@@ -264,6 +273,18 @@ def test_attainment_coverage_and_commission_match_an_independent_recomputation(
     assert sum(r["weighted_cents"] for r in by_owner) == total["weighted_cents"]
     ranged = worker.json(f"/api/forecast?from={date.fromordinal(q_days[0])}&to={date.fromordinal(q_days[1])}")
     assert ranged["rows"][0]["monte_carlo"] == mc and ranged["computed"] == "precomputed"
+
+    # the publisher writes the same statement to Redis and to the commission topic (the ledger)
+    def published() -> bool:
+        raw = redis_client.hget(f"{names.uid}:view:commission", f"{quarter}:{owner}")
+        if raw is None or json.loads(raw)["adjustments"] != s["adjustments"]:
+            return False
+        codec = Codec.for_record("CommissionAggregate")
+        rows = [codec.decode(r.value) for r in consume_until_quiet(names.output("commission"), 1) if r.value]
+        mine = [r for r in rows if r["owner_id"] == owner and r["period"] == quarter]
+        return bool(mine) and [x["deal_id"] for x in mine[-1]["lines"]] == [x["deal_id"] for x in s["lines"]]
+
+    poll(published, 60, interval=1, what="commission statement in Redis and on the topic")
     assert worker.get("/api/forecast?period=nonsense")[0] == 400
     assert worker.get("/api/attainment?period=1999-01")[0] == 400
     assert json.loads(worker.get("/api/attainment?period=1999-01")[1])["periods"]
