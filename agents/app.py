@@ -22,6 +22,7 @@ the slowest or an idle partition forever.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -31,10 +32,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import faust
+import uvloop
 
-from agents import broker_health, input_offsets, lag
+from agents import broker_health, fetch_loop, input_offsets, lag
 from agents.all_deals import AllDeals
-from agents.batches import BATCH_MAX_EVENTS, Intake, batches
+from agents.batches import BATCH_MAX_EVENTS, Intake, fetched_batches
 from agents.changelog import DurableTable
 from agents.deal_handler import DealHandler
 from agents.outputs import Publisher, Snapshot, set_worker_gauges, view_codecs
@@ -123,6 +125,7 @@ class SalesopsWorker:
         self.positions = input_offsets.install(
             self.app.consumer, followed | {s.topic("stall-checks")}, followed
         )
+        fetch_loop.install(self.app.consumer)  # no task per fetched record
         # every partition's deals, for the forecast, quotas and commission (agents/targets.py)
         self.all_deals = AllDeals(s)
         self.targets = TargetsService(self)
@@ -200,12 +203,12 @@ class SalesopsWorker:
 
         @app.agent(self.deal_input, name="deal-events")
         async def deal_agent(stream: faust.StreamT) -> None:
-            async for events in batches(stream, BATCH_MAX_EVENTS):
+            async for events in fetched_batches(stream, BATCH_MAX_EVENTS):
                 await self.deal_handler.handle_batch(stream, events)
 
         @app.agent(self.survey_input, name="survey-events")
         async def survey_agent(stream: faust.StreamT) -> None:
-            async for events in batches(stream, BATCH_MAX_EVENTS):
+            async for events in fetched_batches(stream, BATCH_MAX_EVENTS):
                 await self.survey_handler.handle_batch(stream, events)
 
         if s.webhook_url:
@@ -214,7 +217,7 @@ class SalesopsWorker:
             @app.agent(self.alerts_in, name="alert-delivery")
             async def delivery_agent(stream: faust.StreamT) -> None:
                 # one alert at a time: a slow receiver must not hold a batch of acks back
-                async for events in batches(stream, 1):
+                async for events in fetched_batches(stream, 1):
                     async with self.intake.durable(stream, events, self.delivery_writer):
                         for event in events:
                             msg = event.message
@@ -421,6 +424,9 @@ def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] 
     from agents.kafka_io import BrokerUnavailable
     from agents.topics import ensure_topics
 
+    # uvloop runs the event loop's own machinery (scheduling, sockets, timers) in C: every
+    # fetched record costs a few loop iterations in Faust's consumer and conductor
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
         ensure_topics(settings)
     except BrokerUnavailable as exc:

@@ -17,7 +17,7 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import faust
 
@@ -31,19 +31,34 @@ from streams.validation import Limits, Rejection
 
 log = logging.getLogger(__name__)
 Event = TypeVar("Event")  # a validated input record: DealEvent, SurveyResponse, SurveyInvitation
-# A batch is what one take from the stream returns: at most this many events, or what
-# arrived within this many seconds.  Its table writes and outputs are acknowledged by
-# Kafka before its offsets can be committed (agents/changelog.py).
+# A batch is what has arrived when the agent takes the next one, at most this many
+# events.  Its table writes and outputs are acknowledged by Kafka before its offsets can
+# be committed (agents/changelog.py).
 BATCH_MAX_EVENTS = 2000
-BATCH_WITHIN_S = 0.05
 # the writer of the batch the current agent task is handling (agents run as tasks)
 _BATCH_WRITER: contextvars.ContextVar[TableWriter | None] = contextvars.ContextVar("batch", default=None)
 
 
-def batches(stream: faust.StreamT, max_events: int) -> AsyncIterator[Sequence[faust.EventT]]:
-    """The stream's events in batches (``Stream.take_events``, which acks a batch only
-    after the loop body is done with it)."""
-    return cast(faust.Stream, stream).take_events(max_events, within=BATCH_WITHIN_S)
+async def fetched_batches(stream: faust.StreamT, max_events: int) -> AsyncIterator[list[faust.EventT]]:
+    """The agent's input as batches of what has arrived: everything the consumer has
+    delivered to the agent's channel so far, at most ``max_events``.
+
+    This reads the channel's queue (which Faust's conductor fills with each fetched
+    record) directly instead of iterating the Faust stream: the stream runs a task switch,
+    processors and sensor calls for every event (measured: about a third of the worker's
+    CPU), and none of it is needed when a whole batch is handled at once.  Nothing is
+    acked here: each event holds the reference the conductor gave it until
+    :meth:`Intake.durable` acks it, after its batch's writes were acknowledged."""
+    channel = aiter(stream.channel)  # subscribes the agent's topics, as the stream would
+    queue = channel.queue  # type: ignore[attr-defined]
+    while True:
+        try:
+            batch = [await queue.get()]
+            while len(batch) < max_events and not queue.empty():
+                batch.append(queue.get_nowait())
+        except StopAsyncIteration:  # Faust ends a channel's readers this way when it stops
+            return
+        yield batch
 
 
 class Intake:
@@ -79,13 +94,11 @@ class Intake:
 
     @contextlib.asynccontextmanager
     async def durable(self, stream: Any, events: Sequence[Any], writer: TableWriter) -> AsyncIterator[None]:
-        """The batch barrier.  ``take_events`` acks a batch when the loop body is done,
-        also when it ends with an exception (a SIGTERM cancels the agent mid-flush): so
-        each message holds one more reference for the batch, released only after
-        ``writer.flush()`` returned.  A batch whose writes were not all acknowledged is
-        never acked, hence never committed, and is processed again after a restart."""
-        for event in events:
-            event.message.incref()
+        """The batch barrier.  The batch's events are acked only after ``writer.flush()``
+        returned, i.e. once every table write and output record of the batch is
+        acknowledged by Kafka; a batch that ends with an exception (a SIGTERM cancels the
+        agent mid-flush) is never acked, hence never committed, and is processed again
+        after a restart."""
         token = _BATCH_WRITER.set(writer)
         try:
             yield
@@ -93,7 +106,7 @@ class Intake:
         finally:
             _BATCH_WRITER.reset(token)
         for event in events:
-            await stream.ack(event)
+            event.ack()
 
     async def check_position(self, msg: Any) -> None:
         """Seek back when Faust delivered a record past a skipped one (agents/input_offsets.py)."""

@@ -164,9 +164,6 @@ class Message:
     value: bytes | None
     timestamp: float | None = None
 
-    def incref(self) -> None:
-        """Faust counts references to a message until it is acked; nothing commits here."""
-
     @property
     def tp(self) -> TP:
         """Faust's topic-partition of the message (the worker follows input positions by it)."""
@@ -177,17 +174,17 @@ class Message:
 class Event:
     message: Message
 
+    def ack(self) -> bool:
+        """Faust marks the offset committable once the event is acked; nothing commits here."""
+        return True
+
 
 class _Stream:
     """What the batch handler calls on Faust's stream: which event it handles (RocksDB
-    picks the partition of a table write from it) and the acks that make offsets
-    committable; here there is neither a RocksDB store nor a commit."""
+    picks the partition of a table write from it); here there is no RocksDB store."""
 
     def _set_current_event(self, event: Any) -> None:
         pass
-
-    async def ack(self, event: Any) -> bool:
-        return True
 
 
 @dataclass(slots=True)
