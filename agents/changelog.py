@@ -11,8 +11,8 @@ recovers a table without them).  faust-streaming 0.15.3, ``faust/transport/produ
 (The other way a crash lost input, a never-committed partition skipping its first fetch,
 is closed in agents/input_offsets.py.)
 
-So the agents process what a fetch returns as one batch (``Stream.take_events``, which
-acks the batch's events only after the loop body is done with them) and write the
+So the agents process what has arrived as one batch (agents/batches.py, which acks the
+batch's events only after this barrier) and write the
 tables through a :class:`TableWriter`: the store is updated at once (later events of the
 batch read their own writes), the batch's changed keys are produced once each, straight
 to the Kafka producer (not Faust's buffer), and :meth:`TableWriter.flush` returns only
