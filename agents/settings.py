@@ -138,7 +138,9 @@ class Settings:
         "(/api/attainment says so)",
     )
     plans_file: str = _f("", "Commission plans (TOML); empty = no commission statements")
-    forecast_interval_s: float = _f(60.0, "How often the forecast, attainment and commission are recomputed")
+    forecast_interval_s: float = _f(
+        300.0, "Pause between two runs of the forecast, attainment and commission (from the end of one run)"
+    )
     forecast_trials: int = _f(10_000, "Monte Carlo trials per forecast (at least 10000)")
     forecast_seed: int = _f(0, "Seed of the forecast's Monte Carlo (same state and seed, same quantiles)")
     forecast_window_days: int = _f(

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TARGET_VIEWS = ("forecast", "attainment", "commission")
+TICK_S = 10.0  # how often the timer checks whether a run is due
 CODECS = {
     "forecast": "ForecastAggregate",
     "attainment": "AttainmentAggregate",
@@ -130,11 +131,12 @@ class TargetsService:
         self.ledger_caught_up = self.plans is None
         self.commission_codec = Codec.for_record(CODECS["commission"])
         self._lock = asyncio.Lock()  # one computation at a time, timer and requests alike
+        self._last_done = 0.0  # monotonic end of the last run
 
     # ------------------------------------------------------------------ wiring
     def install(self, app: faust.App) -> None:
         """The recomputation timer, and the ledger follower when there are plans."""
-        app.timer(self.worker.settings.forecast_interval_s, name="targets")(self.refresh)
+        app.timer(min(TICK_S, self.worker.settings.forecast_interval_s), name="targets")(self.tick)
         if self.plans is not None:
             app.task(self.follow_ledger)
 
@@ -168,6 +170,15 @@ class TargetsService:
         return self.worker.all_deals.caught_up and self.ledger_caught_up
 
     # ------------------------------------------------------------------ computation
+    async def tick(self) -> None:
+        """The first run as soon as the deals are caught up (a fresh worker or the demo
+        need not wait a whole interval), then one every ``SALESOPS_FORECAST_INTERVAL_S``
+        counted from the end of the previous run: a run over 100,000 deals takes about
+        30 s of one core, and counting from its end bounds its share of the CPU."""
+        interval = self.worker.settings.forecast_interval_s
+        if self.latest is None or time.monotonic() - self._last_done >= interval:
+            await self.refresh()
+
     async def refresh(self) -> None:
         """Recompute everything from the current global deal state (module doc)."""
         if not self.ready or self._lock.locked():
@@ -184,6 +195,8 @@ class TargetsService:
             except Exception:  # a bug must not stop the timer: logged, tried again next time
                 log.exception("targets_failed retry_next_interval=true")
                 return
+            finally:
+                self._last_done = time.monotonic()
         # the new lines are issued now (the API shows them): the next statement is computed
         # against them, whether or not the publisher has written them yet
         assert self.latest is not None
