@@ -35,6 +35,39 @@ from streams.deals import Deal
 log = logging.getLogger(__name__)
 
 
+class DealDecoder:
+    """Decodes raw deal records, keeping each decoded deal until the bytes of its key
+    change: a forecast run decodes only what changed since the previous run.  One caller
+    at a time (the runs are); it works in whichever process runs the forecast."""
+
+    def __init__(self) -> None:
+        self._cache: dict[bytes, tuple[bytes, Deal]] = {}
+
+    def decode(self, records: Iterable[tuple[bytes, bytes]]) -> tuple[list[Deal], list[tuple[bytes, str]]]:
+        """The deals of ``records`` (key, value), and the records that did not decode
+        (key, error): a record this version cannot read is left out, never fatal."""
+        cache = self._cache
+        out: list[Deal] = []
+        bad: list[tuple[bytes, str]] = []
+        seen: set[bytes] = set()
+        for key, value in records:
+            seen.add(key)
+            hit = cache.get(key)
+            if hit is not None and hit[0] == value:
+                out.append(hit[1])
+                continue
+            try:
+                deal = DealRecord.from_bytes(value).deal
+            except Exception as exc:  # a record this version cannot read: skip, say so
+                bad.append((key, repr(exc)))
+                continue
+            cache[key] = (value, deal)
+            out.append(deal)
+        for key in cache.keys() - seen:
+            del cache[key]
+        return out, bad
+
+
 def changelog_topic(settings: Settings, table: str = "deals") -> str:
     """The changelog topic Faust keeps for ``table`` (``<app_id>-<table>-changelog``)."""
     return f"{settings.app_id}-{table}-changelog"
@@ -47,7 +80,7 @@ class AllDeals:
         self.settings = settings
         self.topic = changelog_topic(settings)
         self._raw: dict[bytes, bytes] = {}
-        self._decoded: dict[bytes, tuple[bytes, Deal]] = {}
+        self._decoder = DealDecoder()
         self.caught_up = False
         self.version = 0  # bumped on every change: recompute only when it moved
 
@@ -71,28 +104,12 @@ class AllDeals:
         return list(self._raw.items())
 
     def decode(self, snapshot: Iterable[tuple[bytes, bytes]]) -> list[Deal]:
-        """The deals of a :meth:`snapshot`, decoding only keys whose bytes changed since
-        the last call (one caller at a time: the forecast runs one at a time).  A record
-        that does not decode is logged and left out."""
-        cache = self._decoded
-        out: list[Deal] = []
-        seen: set[bytes] = set()
-        for key, value in snapshot:
-            seen.add(key)
-            hit = cache.get(key)
-            if hit is not None and hit[0] is value:
-                out.append(hit[1])
-                continue
-            try:
-                deal = DealRecord.from_bytes(value).deal
-            except Exception as exc:  # a record this version cannot read: skip, say so
-                log.warning("all_deals_undecodable key=%r error=%r", key[:80], exc)
-                continue
-            cache[key] = (value, deal)
-            out.append(deal)
-        for key in cache.keys() - seen:
-            del cache[key]
-        return out
+        """The deals of a :meth:`snapshot` (see :class:`DealDecoder`); a record that does
+        not decode is logged and left out."""
+        deals, bad = self._decoder.decode(snapshot)
+        for key, error in bad:
+            log.warning("all_deals_undecodable key=%r error=%s", key[:80], error)
+        return deals
 
     def deals(self) -> list[Deal]:
         """Every current deal (decoded lazily, see :meth:`decode`)."""
