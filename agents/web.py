@@ -315,6 +315,31 @@ def define_target_routes(worker: SalesopsWorker, as_json: Callable[..., Response
     def asked_period(request: Request) -> bool:
         return any(request.query.get(k) for k in ("period", "from", "to"))
 
+    def quota_period_asked(view: View, request: Request) -> tuple[str | None, Response | None]:
+        """``(label, None)``: the quota period a request asks for (label None: every quota
+        period); ``(None, the 400)`` for a bad period or one without quotas (attainment and
+        commission alike)."""
+        if not asked_period(request):
+            return None, None
+        latest, config = targets.latest, targets.quota_config
+        assert latest is not None and config is not None
+        try:
+            period = query_period(request.query, latest.now_ms, worker, "")
+        except PeriodError as exc:
+            return None, as_json(view, {"error": str(exc)}, status=400)
+        label = targets.quota_period(period)
+        if label is None:
+            periods = [p.label for p in config.periods()]
+            return None, as_json(
+                view,
+                {
+                    "error": f"no quota for period {period.label}; quota periods: {periods}",
+                    "periods": periods,
+                },
+                status=400,
+            )
+        return label, None
+
     @app.page("/api/forecast")
     async def forecast_page(view: View, request: Request) -> Response:
         if (busy := waiting(view)) is not None:
@@ -360,25 +385,9 @@ def define_target_routes(worker: SalesopsWorker, as_json: Callable[..., Response
             )
         if (busy := waiting(view)) is not None:
             return busy
-        latest = targets.latest
-        assert latest is not None
-        label = None
-        if asked_period(request):
-            try:
-                period = query_period(request.query, latest.now_ms, worker, "")
-            except PeriodError as exc:
-                return as_json(view, {"error": str(exc)}, status=400)
-            label = targets.quota_period(period)
-            if label is None:
-                periods = [p.label for p in targets.quota_config.periods()]
-                return as_json(
-                    view,
-                    {
-                        "error": f"no quota for period {period.label}; quota periods: {periods}",
-                        "periods": periods,
-                    },
-                    status=400,
-                )
+        label, refused = quota_period_asked(view, request)
+        if refused is not None:
+            return refused
         return as_json(view, targets.attainment_json(label))
 
     @app.page("/api/commission")
@@ -387,25 +396,9 @@ def define_target_routes(worker: SalesopsWorker, as_json: Callable[..., Response
             return as_json(view, {"statements": [], "reason": "no plans file: set SALESOPS_PLANS_FILE"})
         if (busy := waiting(view)) is not None:
             return busy
-        latest = targets.latest
-        assert latest is not None and targets.quota_config is not None
-        label = None
-        if asked_period(request):
-            try:
-                period = query_period(request.query, latest.now_ms, worker, "")
-            except PeriodError as exc:
-                return as_json(view, {"error": str(exc)}, status=400)
-            label = targets.quota_period(period)
-            if label is None:
-                periods = [p.label for p in targets.quota_config.periods()]
-                return as_json(
-                    view,
-                    {
-                        "error": f"no quota for period {period.label}; quota periods: {periods}",
-                        "periods": periods,
-                    },
-                    status=400,
-                )
+        label, refused = quota_period_asked(view, request)
+        if refused is not None:
+            return refused
         owner = request.query.get("owner") or None
         body = targets.commission_json(owner, label)
         if owner is not None and not body["statements"]:
