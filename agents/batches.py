@@ -199,6 +199,22 @@ class Intake:
         log.exception("internal_error topic=%s partition=%s offset=%s", msg.topic, msg.partition, msg.offset)
         await self.dead_letter(msg, "internal_error", f"{type(exc).__name__}: {exc}")
 
+    async def step_problems(self, entries: Sequence[tuple[Any, Any]], problems: Sequence[Any]) -> None:
+        """Dead-letter the items a pure step reported as problems (``ItemProblem``: index
+        into ``entries`` of (event, item), reason, detail); an ``internal_error`` is also
+        logged as an error, since it is a bug, not bad input."""
+        for problem in problems:
+            msg = entries[problem.index][0].message
+            if problem.reason == "internal_error":
+                log.error(
+                    "internal_error topic=%s partition=%s offset=%s detail=%s",
+                    msg.topic,
+                    msg.partition,
+                    msg.offset,
+                    problem.detail,
+                )
+            await self.dead_letter(msg, problem.reason, problem.detail)
+
     async def emit_alert(self, record: dict[str, Any]) -> None:
         """An alert transition on the alerts topic (durable with the current batch)."""
         await self.produce(self.alerts_topic, record["alert_id"].encode(), self.alert_codec.encode(record))

@@ -114,17 +114,7 @@ class DealHandler:
 
     async def _apply_partition(self, stream: Any, p: int, entries: list[tuple[Any, Item]]) -> None:
         outcome = apply_batch(self.partition(p), self.stored_deal, [item for _event, item in entries])
-        for problem in outcome.problems:
-            msg = entries[problem.index][0].message
-            if problem.reason == "internal_error":
-                log.error(
-                    "internal_error topic=%s partition=%s offset=%s detail=%s",
-                    msg.topic,
-                    p,
-                    msg.offset,
-                    problem.detail,
-                )
-            await self.intake.dead_letter(msg, problem.reason, problem.detail)
+        await self.intake.step_problems(entries, outcome.problems)
         # a RocksDB store picks the partition of a write from Faust's current event
         stream._set_current_event(entries[-1][0])
         for deal_id, rec in outcome.changed.items():

@@ -80,16 +80,7 @@ class SurveyHandler:
                     self.secret,
                 )
                 failed = {problem.index for problem in outcome.problems}
-                for problem in outcome.problems:
-                    msg = entries[problem.index][0].message
-                    log.error(
-                        "internal_error topic=%s partition=%s offset=%s detail=%s",
-                        msg.topic,
-                        p,
-                        msg.offset,
-                        problem.detail,
-                    )
-                    await self.intake.dead_letter(msg, problem.reason, problem.detail)
+                await self.intake.step_problems(entries, outcome.problems)
                 for i, (event, _item) in enumerate(entries):
                     if i not in failed:
                         self.metrics.events.labels(event.message.topic, "ok").inc()
