@@ -5,9 +5,7 @@ forecast, attainment and commission need every deal with its observations.  The 
 changelog topic (``<app_id>-deals-changelog``: compacted, key = deal id, value =
 :class:`~agents.records.DealRecord` bytes, tombstones possible) holds all of them, so each
 worker follows it from the beginning with a plain consumer without a group, the way
-``SalesopsWorker.read_partials`` follows the partials topic: all partitions assigned,
-``seek_to_beginning``, retriable fetch errors backed off with
-:data:`agents.broker_health.RETRY_BACKOFF`, the task never ends on its own.
+the partials reader follows the partials topic (:func:`agents.followers.follow_topic`).
 
 The event path stays cheap: a record only replaces the raw bytes of its key.  Decoding
 happens when someone asks for :meth:`AllDeals.deals` (the forecast timer, off the event
@@ -20,14 +18,10 @@ Until then the global figures would miss deals, and the worker computes none.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
-
-from agents import broker_health
+from agents.followers import follow_topic
 from agents.records import DealRecord
 from agents.settings import Settings
 from streams.deals import Deal
@@ -123,78 +117,3 @@ class AllDeals:
     def _caught_up(self) -> None:
         self.caught_up = True
         log.info("all_deals_caught_up topic=%s deals=%s", self.topic, len(self._raw))
-
-
-Record = Callable[[bytes, bytes | None], None]
-
-
-async def follow_topic(
-    settings: Settings, topic: str, on_record: Record, on_caught_up: Callable[[], None], name: str
-) -> None:
-    """Read every partition of ``topic`` from the beginning, forever, without a consumer
-    group; hand each keyed record to ``on_record`` (value None: a tombstone) and call
-    ``on_caught_up`` once every position reached the end offsets measured at start.
-    Waits for the topic to exist; retriable errors back off, never end the task."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_list,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        retry_backoff_ms=500,
-    )
-    await consumer.start()
-    try:
-        tps = await _partitions(consumer, topic, settings.topic_partitions, name)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        log.info("%s_follower_started topic=%s partitions=%s", name, topic, len(tps))
-        caught_up = False
-        failures = 0
-        while True:
-            try:
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    for r in records:
-                        if r.key is not None:
-                            on_record(r.key, r.value)
-                if not caught_up and await _reached(consumer, ends):
-                    caught_up = True
-                    on_caught_up()
-            except KafkaError as exc:
-                if not exc.retriable:
-                    raise
-                failures += 1
-                if failures == 1:
-                    log.warning("%s_follower_retrying topic=%s error=%s", name, topic, exc)
-                await asyncio.sleep(broker_health.RETRY_BACKOFF.delay(failures))
-                continue
-            failures = 0
-    finally:
-        await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str, count: int, name: str) -> list[TopicPartition]:
-    """The topic's ``count`` partitions (``SALESOPS_TOPIC_PARTITIONS``: Faust creates the
-    changelog, ``ensure_topics`` the others with it), once the topic exists."""
-    failures = 0
-    while True:
-        try:
-            exists = topic in await consumer.topics()  # fresh metadata of every topic
-        except KafkaError as exc:
-            if not exc.retriable:
-                raise
-            exists = False
-        if exists:
-            return [TopicPartition(topic, p) for p in range(count)]
-        failures += 1
-        if failures == 1:
-            log.info("%s_waiting_for_topic topic=%s", name, topic)
-        await asyncio.sleep(broker_health.RETRY_BACKOFF.delay(failures))
-
-
-async def _reached(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
-    """Every position is at or past the end offset measured at start."""
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True

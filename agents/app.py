@@ -191,15 +191,7 @@ class SalesopsWorker:
         self.delivery_store = DurableTable(self.deliveries, self.delivery_writer)
         self.deals.on_recover(self._rebuild_deal_views)
         self.responses.on_recover(self._rebuild_survey_views)
-        self.partials_reader = PartialsReader(
-            s.bootstrap_list,
-            s.topic("partials"),
-            s.alerts_topic,
-            s.topic_partitions,
-            self.book,
-            self.exchange,
-            self._note_enps_alert,
-        )
+        self.partials_reader = PartialsReader(s, self.book, self.exchange, self._note_enps_alert)
 
         @app.agent(self.deal_input, name="deal-events")
         async def deal_agent(stream: faust.StreamT) -> None:

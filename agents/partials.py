@@ -40,10 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
-
-from agents import broker_health
+from agents.followers import follow_topic
+from agents.settings import Settings
 from streams.pipeline_views import merge_partials
 
 log = logging.getLogger(__name__)
@@ -166,74 +164,50 @@ def merge_deal_partials(parts: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class PartialsReader:
-    """Follows the partials topic (and the alerts topic, for ``on_alert``) from the
-    beginning with a plain consumer: every worker reads every partition, no group.
-
-    ``caught_up`` turns true once the reader's positions reached the end offsets it
-    measured at start: an empty fetch alone proves nothing (the broker may be unreachable),
-    and until then the merged views would miss partitions.  Retriable fetch errors back off
-    with jitter; the task never ends on them (that would stop the worker)."""
+    """Follows the partials topic and the alerts topic (for ``on_alert``: the eNPS drop
+    alerts a publisher must know) from the beginning on every worker
+    (:func:`agents.followers.follow_topic`).  ``caught_up`` turns true once both were read
+    to the end offsets measured at start: until then the merged views would miss
+    partitions."""
 
     def __init__(
         self,
-        bootstrap: list[str],
-        partials_topic: str,
-        alerts_topic: str,
-        partitions: int,
+        settings: Settings,
         book: PartialBook,
         exchange: PartialExchange,
         on_alert: Callable[[bytes], None],
     ) -> None:
-        self.bootstrap = bootstrap
-        self.topics = (partials_topic, alerts_topic)
-        self.partitions = partitions
+        self.settings = settings
         self.book = book
         self.exchange = exchange
         self.on_alert = on_alert
         self.caught_up = False
+        self._pending = {settings.topic("partials"), settings.alerts_topic}
+
+    def _partial(self, key: bytes, value: bytes | None) -> None:
+        if value is not None:
+            done = self.exchange.receive(key.decode(), value)
+            if done is not None:
+                self.book.put(*done)
+
+    def _alert(self, _key: bytes, value: bytes | None) -> None:
+        if value is not None:
+            self.on_alert(value)
+
+    def _read_to_end(self, topic: str) -> Callable[[], None]:
+        def caught_up() -> None:
+            self._pending.discard(topic)
+            if not self._pending:
+                self.caught_up = True
+                log.info("partials_reader_caught_up partials=%s", len(self.book.latest))
+
+        return caught_up
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # a failed fetch (broker gone) is retried after this, not aiokafka's 100 ms:
-            # partials are published every flush interval, so 0.5 s costs nothing
-            retry_backoff_ms=500,
-        )
-        await consumer.start()
-        try:
-            # the topics are created by ensure_topics with topic_partitions partitions
-            tps = [TopicPartition(t, p) for t in self.topics for p in range(self.partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning()
-            end = await consumer.end_offsets(tps)
-            log.info("partials_reader_started topic=%s partitions=%s", self.topics[0], self.partitions)
-            failures = 0
-            while True:
-                try:
-                    batch = await consumer.getmany(timeout_ms=500)
-                except KafkaError as exc:
-                    if not exc.retriable:
-                        raise
-                    failures += 1
-                    if failures == 1:
-                        log.warning("partials_reader_retrying error=%s", exc)
-                    await asyncio.sleep(broker_health.RETRY_BACKOFF.delay(failures))
-                    continue
-                failures = 0
-                for tp, records in batch.items():
-                    for r in records:
-                        if r.key is None or r.value is None:
-                            continue
-                        if tp.topic == self.topics[0]:
-                            done = self.exchange.receive(r.key.decode(), r.value)
-                            if done is not None:
-                                self.book.put(*done)
-                        else:
-                            self.on_alert(r.value)
-                if not self.caught_up and all([await consumer.position(tp) >= end[tp] for tp in tps]):
-                    self.caught_up = True
-                    log.info("partials_reader_caught_up partials=%s", len(self.book.latest))
-        finally:
-            await consumer.stop()
+        s = self.settings
+        partials, alerts = s.topic("partials"), s.alerts_topic
+        async with asyncio.TaskGroup() as followers:
+            followers.create_task(
+                follow_topic(s, partials, self._partial, self._read_to_end(partials), "partials")
+            )
+            followers.create_task(follow_topic(s, alerts, self._alert, self._read_to_end(alerts), "alerts"))

@@ -52,7 +52,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from agents.all_deals import DealDecoder, follow_topic
+from agents.all_deals import DealDecoder
+from agents.followers import follow_topic
 from agents.settings import Settings
 from schemas.codec import Codec, DecodeError
 from sinks.metrics import OTHER_MEMBER, SalesopsMetrics, dimension_members, set_gauge_family

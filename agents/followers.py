@@ -1,0 +1,99 @@
+"""Plain consumers that follow a topic from its beginning, on every worker.
+
+The partials, the alerts (eNPS drop state), the deals changelog (forecast) and the
+commission ledger are read whole by every worker, whichever partitions its consumer group
+gave it: a consumer without a group, every partition assigned, from the beginning,
+forever.  One loop does it for all of them (:func:`follow_topic`): it waits for the topic
+to exist, backs retriable errors off with :data:`agents.broker_health.RETRY_BACKOFF`
+instead of ending the task (that would stop the worker), and reports *caught up* once
+every position reached the end offsets measured at start -- an empty fetch alone proves
+nothing (the broker may be unreachable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from agents import broker_health
+from agents.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Record = Callable[[bytes, bytes | None], None]
+
+
+async def follow_topic(
+    settings: Settings, topic: str, on_record: Record, on_caught_up: Callable[[], None], name: str
+) -> None:
+    """Read every partition of ``topic`` from the beginning, forever, without a consumer
+    group; hand each keyed record to ``on_record`` (value None: a tombstone) and call
+    ``on_caught_up`` once every position reached the end offsets measured at start.
+    Waits for the topic to exist; retriable errors back off, never end the task."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_list,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        retry_backoff_ms=500,
+    )
+    await consumer.start()
+    try:
+        tps = await _partitions(consumer, topic, settings.topic_partitions, name)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        log.info("%s_follower_started topic=%s partitions=%s", name, topic, len(tps))
+        caught_up = False
+        failures = 0
+        while True:
+            try:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for r in records:
+                        if r.key is not None:
+                            on_record(r.key, r.value)
+                if not caught_up and await _reached(consumer, ends):
+                    caught_up = True
+                    on_caught_up()
+            except KafkaError as exc:
+                if not exc.retriable:
+                    raise
+                failures += 1
+                if failures == 1:
+                    log.warning("%s_follower_retrying topic=%s error=%s", name, topic, exc)
+                await asyncio.sleep(broker_health.RETRY_BACKOFF.delay(failures))
+                continue
+            failures = 0
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, count: int, name: str) -> list[TopicPartition]:
+    """The topic's ``count`` partitions (``SALESOPS_TOPIC_PARTITIONS``: Faust creates the
+    changelog, ``ensure_topics`` the others with it), once the topic exists."""
+    failures = 0
+    while True:
+        try:
+            exists = topic in await consumer.topics()  # fresh metadata of every topic
+        except KafkaError as exc:
+            if not exc.retriable:
+                raise
+            exists = False
+        if exists:
+            return [TopicPartition(topic, p) for p in range(count)]
+        failures += 1
+        if failures == 1:
+            log.info("%s_waiting_for_topic topic=%s", name, topic)
+        await asyncio.sleep(broker_health.RETRY_BACKOFF.delay(failures))
+
+
+async def _reached(consumer: AIOKafkaConsumer, ends: Mapping[TopicPartition, int]) -> bool:
+    """Every position is at or past the end offset measured at start."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
