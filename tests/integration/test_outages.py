@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,8 +92,15 @@ def test_a_30s_broker_stop_mid_replay_ends_exact_with_a_short_log(
     poll(lambda: processed() >= 500, 120, what="the replay under way")
     assert worker.sample("salesops_broker_up") == 1.0
     lines_before = len(log_lines(worker.log_path))
-    private_broker.stop()
+    # Freeze the worker while the broker goes away (a stop takes seconds, in which a fast
+    # worker would finish the replay): it resumes mid-replay with the broker gone.
     stopped_at = processed()
+    assert worker.proc is not None
+    os.kill(worker.proc.pid, signal.SIGSTOP)
+    try:
+        private_broker.stop()
+    finally:
+        os.kill(worker.proc.pid, signal.SIGCONT)
     assert stopped_at < len(events), "the broker must go away in the middle of the replay"
     poll(
         lambda: worker.sample("salesops_broker_up") == 0.0, 20, what="salesops_broker_up 0 during the outage"
