@@ -149,12 +149,7 @@ class SalesopsWorker:
     # ------------------------------------------------------------------ topology
     def _define(self) -> None:
         app, s = self.app, self.settings
-        raw: dict[str, Any] = {
-            "key_type": bytes,
-            "value_type": bytes,
-            "key_serializer": "raw",
-            "value_serializer": "raw",
-        }
+        raw: dict[str, Any] = {"schema": fetch_loop.RawRecords()}  # key and value: the record's bytes
         self.deal_input = app.topic(s.deal_events_topic, s.topic("stall-checks"), **raw)
         self.stall_checks = app.topic(s.topic("stall-checks"), partitions=s.topic_partitions, **raw)
         self.survey_input = app.topic(s.responses_topic, s.invitations_topic, **raw)

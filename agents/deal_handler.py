@@ -15,6 +15,7 @@ from agents.batches import Intake
 from agents.changelog import DurableTable, TableWriter
 from agents.records import DealRecord
 from schemas.codec import Codec
+from sinks.metrics import observe_repeated
 from streams import stalled
 from streams.clock import Clock
 from streams.deal_step import DealPartition, StoredDeal, apply_batch
@@ -105,12 +106,15 @@ class DealHandler:
         now = time.time()
         topic = self.settings.deal_events_topic
         per_event = (time.perf_counter() - started) / max(1, len(events))
+        event_lag = self.metrics.event_lag.observe
+        deal_events = 0
         for event in events:
             msg = event.message
             if msg.topic == topic:
-                self.metrics.processing.labels(topic).observe(per_event)
+                deal_events += 1
                 if msg.timestamp:
-                    self.metrics.event_lag.observe(max(0.0, now - msg.timestamp))
+                    event_lag(max(0.0, now - msg.timestamp))
+        observe_repeated(self.metrics.processing.labels(topic), per_event, deal_events)
 
     async def _apply_partition(self, stream: Any, p: int, entries: list[tuple[Any, Item]]) -> None:
         outcome = apply_batch(self.partition(p), self.stored_deal, [item for _event, item in entries])

@@ -397,6 +397,24 @@ class SalesopsMetrics:
             self.alert_deliveries.labels(outcome)
 
 
+def observe_repeated(histogram: Any, amount: float, times: int) -> None:
+    """Record what ``times`` calls of ``histogram.observe(amount)`` record (the sum, the
+    count and the one bucket ``amount`` falls in), in one step.
+
+    A batch gives each of its events the same processing time (the batch's time over its
+    size); observing it once per event was one of the worker's per-event costs.  This
+    reads client_python's histogram internals (``_sum``, ``_upper_bounds``, ``_buckets``,
+    as its ``observe`` does); a unit test compares it with repeated ``observe`` calls."""
+    if times <= 0:
+        return
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(amount * times)
+    for i, bound in enumerate(histogram._upper_bounds):
+        if amount <= bound:
+            histogram._buckets[i].inc(times)
+            break
+
+
 def set_gauge_family(gauge: Gauge, values: Mapping[tuple[str, ...], float]) -> None:
     """Replace every series of ``gauge`` with ``values``: series that disappeared (a
     partition given up in a rebalance, a stage emptied) are removed, not left stale."""

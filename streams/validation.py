@@ -285,9 +285,10 @@ def _shown(value: Any) -> str:
 def _check_lengths(raw: Mapping[str, Any], limits: Mapping[str, int], prefix: str = "") -> None:
     """Reject the first string field longer than its limit (checked before anything else,
     so no other check quotes an oversized value)."""
+    get = raw.get
     for name, limit in limits.items():
-        value = raw.get(name)
-        if isinstance(value, str) and len(value) > limit:
+        value = get(name)
+        if value.__class__ is str and len(value) > limit:
             raise _Invalid(
                 "field_too_long",
                 f"{prefix}{name} is {len(value)} characters long, the limit is {limit}",
@@ -296,7 +297,9 @@ def _check_lengths(raw: Mapping[str, Any], limits: Mapping[str, int], prefix: st
 
 def _required(raw: Mapping[str, Any], name: str) -> Any:
     value = raw.get(name)
-    if value is None or (isinstance(value, str) and value.strip() == ""):
+    # a blank string is missing: ``value.isspace()`` is ``value.strip() == ""`` for a
+    # non-empty string, without building the stripped copy
+    if value is None or (isinstance(value, str) and (value == "" or value.isspace())):
         raise _Invalid("missing_field", f"{name} is required")
     return value
 
@@ -311,6 +314,9 @@ def _optional_str(raw: Mapping[str, Any], name: str) -> str | None:
 
 
 def _str(raw: Mapping[str, Any], name: str) -> str:
+    value = raw.get(name)
+    if value.__class__ is str and value != "" and not value.isspace():
+        return value  # the common case, decided without the calls below
     value = _required(raw, name)
     if not isinstance(value, str):
         raise _Invalid("invalid_type", f"{name} must be a string, got {type(value).__name__}")

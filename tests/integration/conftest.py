@@ -209,14 +209,16 @@ class WorkerProcess:
             raise ValueError(f"GET {path} -> {status}: {body[:300]!r}")
         return json.loads(body)
 
-    def metrics(self) -> str:
-        return self.get("/metrics")[1].decode()
+    def metrics(self, *names: str) -> str:
+        """The /metrics page; with ``names``, only those samples (``?name[]=``)."""
+        query = "&".join(f"name[]={name}" for name in names)
+        return self.get(f"/metrics?{query}" if query else "/metrics")[1].decode()
 
     def sample(self, name: str, **labels: str) -> float | None:
         """Value of one series in /metrics (exact label match), None when absent."""
         from prometheus_client.parser import text_string_to_metric_families
 
-        for family in text_string_to_metric_families(self.metrics()):
+        for family in text_string_to_metric_families(self.metrics(name)):
             for s in family.samples:
                 if s.name == name and s.labels == labels:
                     return float(s.value)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.codec import Codec
 from tests.integration.conftest import (
@@ -105,6 +106,10 @@ def test_loopback_by_default_token_on_api_open_probes_and_no_secret_in_output(
 
     # the probes and the metrics are open; /readyz turns 200 once recovered and caught up
     assert request(w, "/metrics")[0] == 200
+    # ?name[]= keeps only those samples, as client_python's own handler does
+    restricted = text_string_to_metric_families(w.metrics("salesops_broker_up", "salesops_events_total"))
+    assert {f.name for f in restricted} == {"salesops_broker_up", "salesops_events"}
+    assert len(w.metrics()) > 10 * len(w.metrics("salesops_broker_up"))
     status, _headers, body = request(w, "/healthz")
     assert (status, body) == (200, {"status": "ok"})
     poll(lambda: request(w, "/readyz")[0] == 200, 60, what="/readyz 200")

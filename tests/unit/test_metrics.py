@@ -8,6 +8,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -19,6 +20,7 @@ from sinks.metrics import (
     OTHER_MEMBER,
     SalesopsMetrics,
     dimension_members,
+    observe_repeated,
     set_gauge_family,
 )
 from streams.pipelines import load_rates
@@ -276,3 +278,25 @@ def test_lag_monitor_sets_lag_offsets_and_counts_and_forgets_revoked_partitions(
     asyncio.run(monitor.collect())
     assert r.get_sample_value("salesops_assigned_partitions", {"topic": "responses"}) == 0
     assert lag("deals", 1) == 5 and lag("responses", 2) is None
+
+
+@pytest.mark.parametrize("amount", [0.0, 0.0001, 0.0003, 0.02, 0.5, 0.51, 7.0])
+@pytest.mark.parametrize("times", [0, 1, 3, 250])
+def test_observe_repeated_records_what_repeated_observe_calls_record(amount: float, times: int) -> None:
+    def histogram() -> Any:
+        return SalesopsMetrics(CollectorRegistry()).processing.labels("deals")
+
+    once, each = histogram(), histogram()
+    observe_repeated(once, amount, times)
+    for _ in range(times):
+        each.observe(amount)
+    got = {s.name + str(s.labels): s.value for s in once._child_samples()} | {
+        str(b): v.get() for b, v in zip(once._upper_bounds, once._buckets, strict=True)
+    }
+    want = {s.name + str(s.labels): s.value for s in each._child_samples()} | {
+        str(b): v.get() for b, v in zip(each._upper_bounds, each._buckets, strict=True)
+    }
+    assert got == pytest.approx(want)
+    # by hand: the count is ``times`` and the sum ``amount * times``
+    assert once._sum.get() == pytest.approx(amount * times)
+    assert sum(v.get() for v in once._buckets) == times
