@@ -108,7 +108,23 @@ def machine() -> dict[str, Any]:
         "mem_total_mb": _meminfo_mb("MemTotal"),
         "git_commit": commit.stdout.strip() + ("+uncommitted" if dirty.stdout.strip() else ""),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
+        # a broker with thousands of leftover test topics runs hotter (background work
+        # per partition) and answers every all-topics metadata request more slowly
+        "broker_topics": broker_topic_count(),
     }
+
+
+def broker_topic_count() -> int | None:
+    from kafka import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=10_000)
+    except Exception:  # the count is context for the report, never a reason to fail it
+        return None
+    try:
+        return len(admin.list_topics())
+    finally:
+        admin.close()
 
 
 def _meminfo_mb(key: str) -> int | None:
@@ -1265,7 +1281,7 @@ def summary(result: dict[str, Any], report: Report, output: Path) -> str:
     out = [
         f"salesops bench: {result['seconds']:.0f} s; {m['nproc']} CPUs ({m['cpu']}), "
         f"{m['mem_total_mb']:,} MB, Python {m['python']}, commit {m['git_commit']}, "
-        f"load average at the end {m['loadavg']}",
+        f"load average at the end {m['loadavg']}, {m.get('broker_topics')} topics on the broker",
         "",
         render(report),
         "",
