@@ -93,13 +93,14 @@ def processed(worker: WorkerProcess, names: Names) -> float:
     return worker.sample("salesops_events_total", topic=names.deal_events, outcome="ok") or 0.0
 
 
-def stop_broker_mid_replay(worker: WorkerProcess, broker: PrivateBroker, names: Names, total: int) -> None:
+def stop_broker_mid_replay(worker: WorkerProcess, broker: PrivateBroker, names: Names, total: int) -> int:
     """Stop the broker once the worker's replay is under way, and return when the worker
-    knows it is gone (``salesops_broker_up`` 0).  The worker is frozen while the broker
-    stops (a stop takes seconds, in which a fast worker would finish the replay): it
-    resumes mid-replay with the broker gone."""
+    knows it is gone (``salesops_broker_up`` 0): how many lines the worker had logged
+    before.  The worker is frozen while the broker stops (a stop takes seconds, in which
+    a fast worker would finish the replay): it resumes mid-replay with the broker gone."""
     poll(lambda: processed(worker, names) >= 500, 120, what="the replay under way")
     assert worker.sample("salesops_broker_up") == 1.0
+    lines_before = len(log_lines(worker.log_path))
     stopped_at = processed(worker, names)
     assert worker.proc is not None
     os.kill(worker.proc.pid, signal.SIGSTOP)
@@ -111,6 +112,7 @@ def stop_broker_mid_replay(worker: WorkerProcess, broker: PrivateBroker, names: 
     poll(
         lambda: worker.sample("salesops_broker_up") == 0.0, 20, what="salesops_broker_up 0 during the outage"
     )
+    return lines_before
 
 
 @pytest.mark.timeout(400)
@@ -119,8 +121,7 @@ def test_a_30s_broker_stop_mid_replay_ends_exact_with_a_short_log(
 ) -> None:
     events, ref, env = import_replay(private_broker, names, tmp_path)
     worker = start_worker(env)
-    lines_before = len(log_lines(worker.log_path))
-    stop_broker_mid_replay(worker, private_broker, names, len(events))
+    lines_before = stop_broker_mid_replay(worker, private_broker, names, len(events))
     # the worker writes a summary 30 s into the outage: the outage lasts at least that long
     poll(
         lambda: any("for_s=30" in line for line in log_lines(worker.log_path)[lines_before:]),
