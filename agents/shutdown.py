@@ -2,29 +2,34 @@
 
 On SIGTERM Faust stops the app: it stops the consumer's flow, flushes the producer
 (``App.on_stop`` -> ``Producer.flush``: it waits until the aiokafka accumulator has
-delivered every batch), stops its services in turn -- the consumer commits (its group
-coordinator lookup retries until the broker answers) -- and stops the producer last
-(aiokafka's ``stop()`` waits for the accumulator to drain again).  With the broker down
-each of these waits lasts until the broker is back, or, for the producer, until a batch
-expires after ``producer_request_timeout`` (1,200 s); Kubernetes SIGKILLs long before.
+delivered every batch), stops its services in turn -- the consumer commits, and every
+commit first flushes the producer, then retries the commit until the group coordinator
+answers -- and stops the producer last (aiokafka's ``stop()`` waits for the accumulator
+to drain again, then for the requests in flight).  With the broker down each of these
+waits lasts until the broker is back or, for the producer, until a batch expires after
+``producer_request_timeout`` (1,200 s); Kubernetes SIGKILLs long before.  A commit begun
+before the SIGTERM cannot simply be cancelled either: Faust's
+``Consumer.maybe_wait_for_commit_to_finish`` swallows the cancel and commits again.
 faust-streaming 0.15.3 ``app/base.py``, ``transport/consumer.py``; aiokafka 0.14
-``producer/producer.py``, ``consumer/group_coordinator.py``.
+``producer/producer.py``, ``producer/sender.py``, ``consumer/group_coordinator.py``.
 
-:func:`install` gives these waits one deadline, ``SALESOPS_SHUTDOWN_FLUSH_TIMEOUT_S``
-after the stop's flush began:
+:func:`install` gives those waits one :class:`Deadline`, ``SALESOPS_SHUTDOWN_FLUSH_TIMEOUT_S``
+after the app's stop began:
 
-* the flush waits until the deadline at most, and the rest of the stop goes on (the
-  agents stop, the consumer, the web server);
-* the consumer's final commit gets what is left of it (nothing, when the flush used it
-  all: the offsets not committed are processed again by the next worker);
+* every producer flush and every offset commit ends at the deadline, also one that
+  began before the stop did; the rest of the stop goes on (the agents stop, the
+  consumer, the web server), and offsets not committed are processed again by the next
+  worker;
 * when the producer stops, what the broker has still not acknowledged is *abandoned*:
   its batches fail with :class:`RecordsAbandoned` (the accumulator's ``fail_all``), so
-  ``stop()`` returns at once, and one warning says how many records were abandoned.
-  They are failed only then, once the agents no longer wait for them: an agent told of a
-  failed delivery resends it (agents/changelog.py), into a producer that has given up.
+  ``stop()`` returns, and one warning says how many records were abandoned.  They are
+  failed only then, once the agents no longer wait for them: an agent told of a failed
+  delivery resends it (agents/changelog.py), into a producer that has given up;
+* the clients' own closing (leaving the group, requests in flight) gets
+  :data:`CLOSE_GRACE_S`: with a broker that accepts connections but never answers
+  (frozen, or its packets dropped) each request would wait for its request timeout.
 
-A flush during a rebalance keeps Faust's own wait.  :func:`install_fetcher_close_fix`
-removes the last hang, in aiokafka's consumer ``stop()``.
+:func:`install_fetcher_close_fix` removes one more hang, in aiokafka's consumer ``stop()``.
 
 **Why abandoning is safe.**  Every record the worker must not lose is written through
 the batch barrier (agents/batches.py ``Intake.durable``, agents/changelog.py): table
@@ -45,15 +50,20 @@ aggregate topic until its key comes back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+#: How long a Kafka client may take to close (leave its group, end its requests) once its
+#: work is over: milliseconds with a broker that answers; with one that does not (frozen,
+#: or its packets dropped), a request in flight would wait for its request timeout.
+CLOSE_GRACE_S = 2.0
 
 
 class RecordsAbandoned(KafkaError):
@@ -61,25 +71,52 @@ class RecordsAbandoned(KafkaError):
 
 
 class Deadline:
-    """One deadline for a stop: ``timeout_s`` after the first :meth:`wait` began."""
+    """The end of a stop's waits for the broker: ``timeout_s`` after :meth:`start`."""
 
-    def __init__(self, timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self.clock = clock
-        self.at: float | None = None
+        self._passed = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
 
-    def remaining(self) -> float:
-        if self.at is None:
-            self.at = self.clock() + self.timeout_s
-        return max(0.0, self.at - self.clock())
+    def start(self) -> None:
+        """The stop began (the first call counts)."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.timeout_s, self._passed.set)
 
-    async def wait(self, done: Callable[[], Awaitable[Any]]) -> bool:
-        """Await ``done()`` until the deadline at most: True when it finished in time."""
+    async def within(self, call: Callable[[], Awaitable[T]]) -> tuple[bool, T | None]:
+        """Await ``call()``; once the deadline passes, give it up (cancel it), also when it
+        began before the stop did: (True, its result), or (False, None) when given up.
+        Before the stop begins this is a plain ``await call()``.  ``call`` must honour a
+        cancel (the client calls wrapped here do)."""
+        task = asyncio.ensure_future(call())
+        passed = asyncio.ensure_future(self._passed.wait())
         try:
-            await asyncio.wait_for(done(), self.remaining())
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait((task, passed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            passed.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled():
+            return False, None
+        return True, task.result()
+
+
+async def settle(awaitable: Awaitable[Any], grace_s: float = CLOSE_GRACE_S) -> bool:
+    """Await ``awaitable`` for ``grace_s`` at most; then cancel it, and give it ``grace_s``
+    more to unwind.  False when it had to be cancelled (it may still be unwinding)."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=grace_s)
+        if done:
+            task.result()  # its error, if any
+            return True
+        task.cancel()
+        await asyncio.wait({task}, timeout=grace_s)
+        return False
+    finally:
+        task.cancel()  # when we are cancelled ourselves; a no-op once it is done
 
 
 def undelivered(accumulator: Any) -> tuple[int, int]:
@@ -104,6 +141,28 @@ def abandon(accumulator: Any, error: KafkaError) -> tuple[int, int]:
     )
     accumulator.fail_all(error)
     return counts
+
+
+def install_consumer_close_bound(grace_s: float = CLOSE_GRACE_S) -> bool:
+    """Bound ``AIOKafkaConsumer.stop()`` (process-wide, idempotent): it leaves the group and
+    ends the coordinator's requests, each of which waits up to ``request_timeout_ms`` (90 s
+    in Faust's consumer) when the broker does not answer; Faust's consumer thread, which
+    the interpreter waits for at exit, runs it.  After ``grace_s`` (:func:`settle`) the
+    stop is cancelled; the process closes the connections."""
+    from aiokafka import AIOKafkaConsumer
+
+    original = AIOKafkaConsumer.stop
+    if getattr(original, "salesops_bounded", False):
+        return True
+
+    @functools.wraps(original)
+    async def stop(self: Any) -> None:
+        if not await settle(original(self), grace_s):
+            log.info("consumer_close_cut grace_s=%g (the broker does not answer)", grace_s)
+
+    stop.salesops_bounded = True  # type: ignore[attr-defined]
+    AIOKafkaConsumer.stop = stop
+    return True
 
 
 def install_fetcher_close_fix() -> bool:
@@ -151,26 +210,47 @@ class _DropAbandoned(logging.Filter):
 
 
 def install(app: Any, timeout_s: float, broker_up: Callable[[], bool]) -> Deadline:
-    """Bound the waits of ``app``'s producer while the app stops (module docstring).
-    ``broker_up()`` tells whether the broker is reachable (the worker's broker probe)."""
+    """Bound the stop's waits for the broker (module docstring).  ``broker_up()`` tells
+    whether the broker is reachable (the worker's broker probe)."""
     install_fetcher_close_fix()
-    producer = app.producer
-    deadline = Deadline(timeout_s)
-    faust_flush: Callable[[], Awaitable[None]] = producer.flush
-    faust_on_stop: Callable[[], Awaitable[None]] = producer.on_stop
+    install_consumer_close_bound()
     logging.getLogger("faust.topics").addFilter(_DropAbandoned())
+    deadline = Deadline(timeout_s)
+    producer, consumer = app.producer, app.consumer
+    faust_app_stop: Callable[[], Awaitable[None]] = app.on_stop
+    faust_flush: Callable[[], Awaitable[None]] = producer.flush
+    faust_producer_stop: Callable[[], Awaitable[None]] = producer.on_stop
+    faust_commit: Callable[[Any], Awaitable[bool]] = consumer._commit
+    noted: set[str] = set()
+
+    def note(what: str) -> None:
+        if what not in noted:  # the flush and the commit run more than once in a stop
+            noted.add(what)
+            log.info("%s timeout_s=%g", what, timeout_s)
+
+    async def app_on_stop() -> None:
+        deadline.start()
+        await faust_app_stop()
 
     async def flush() -> None:
-        if not app.should_stop:
-            await faust_flush()  # a rebalance: Faust's own wait
-        elif not await deadline.wait(faust_flush):
-            log.info("shutdown_flush_incomplete timeout_s=%g (stopping the rest first)", timeout_s)
+        done, _ = await deadline.within(faust_flush)
+        if not done:
+            note(
+                "shutdown_flush_incomplete (the rest of the stop goes on; the producer abandons what is left)"
+            )
 
-    async def on_stop() -> None:
+    async def commit(offsets: Any) -> bool:
+        done, committed = await deadline.within(lambda: faust_commit(offsets))
+        if not done:
+            note("shutdown_commit_skipped (the next worker processes the uncommitted input again)")
+        return bool(committed)
+
+    async def producer_on_stop() -> None:
         client = producer._producer  # the aiokafka producer; None when it never started
         if client is not None:
             accumulator = client._message_accumulator
-            if not await deadline.wait(accumulator.flush):
+            done, _ = await deadline.within(accumulator.flush)
+            if not done:
                 reason = "broker_unreachable" if not broker_up() else "broker_slow"
                 error = RecordsAbandoned(f"not acknowledged {timeout_s:g} s into the stop ({reason})")
                 records, batches = abandon(accumulator, error)
@@ -184,16 +264,13 @@ def install(app: Any, timeout_s: float, broker_up: Callable[[], bool]) -> Deadli
                         timeout_s,
                         reason,
                     )
-        await faust_on_stop()
+        # its sender waits for the requests in flight: up to 1,200 s each when the broker
+        # does not answer at all
+        if not await settle(faust_producer_stop()):
+            log.info("producer_close_cut grace_s=%g (the broker does not answer)", CLOSE_GRACE_S)
 
-    consumer = app.consumer
-    faust_consumer_stop: Callable[[], Awaitable[None]] = consumer.on_stop
-
-    async def consumer_on_stop() -> None:
-        if not await deadline.wait(faust_consumer_stop):
-            log.info("shutdown_commit_incomplete timeout_s=%g", timeout_s)
-
+    app.on_stop = app_on_stop
     producer.flush = flush
-    producer.on_stop = on_stop
-    consumer.on_stop = consumer_on_stop
+    producer.on_stop = producer_on_stop
+    consumer._commit = commit
     return deadline

@@ -9,6 +9,7 @@ with its own state directory and ports, the same jars) and stops and starts that
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -36,6 +37,7 @@ class PrivateBroker:
     """A one-node KRaft broker of this test only: own data, logs and ports."""
 
     def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -57,6 +59,17 @@ class PrivateBroker:
 
     def stop(self) -> None:
         self._stack("kafka-down")  # SIGTERM, waits for the process to exit
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The broker hangs (SIGSTOP): connections open, requests never answered, as when
+        its packets are dropped."""
+        pid = int((self.state_dir / "kafka" / "kafka.pid").read_text().strip())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture
@@ -177,3 +190,21 @@ def test_sigterm_during_an_outage_stops_promptly_and_loses_nothing(
         lambda: api_by_stage(restarted), ref.open_by_stage(), 180, interval=1, what="views == reference"
     )
     assert_last_90_days_closed_match(restarted, ref)
+
+
+@pytest.mark.timeout(400)
+def test_sigterm_while_the_broker_hangs_stops_promptly(
+    private_broker: PrivateBroker, names: Names, start_worker, tmp_path: Path
+) -> None:
+    """A broker that accepts connections but never answers: every request in flight would
+    wait for its request timeout (1,200 s in the producer, 90 s in Faust's consumer)."""
+    events, _ref, env = import_replay(private_broker, names, tmp_path)
+    worker = start_worker(env)
+    poll(lambda: processed(worker, names) >= 500, 120, what="the replay under way")
+    frozen_at = processed(worker, names)
+    with private_broker.frozen():
+        assert frozen_at < len(events), "the broker must hang in the middle of the replay"
+        poll(lambda: worker.sample("salesops_broker_up") == 0.0, 30, what="salesops_broker_up 0")
+        assert worker.stop() == 0  # SIGTERM; fails unless it exits within 30 s
+    abandoned = [line for line in log_lines(worker.log_path) if "shutdown_records_abandoned" in line]
+    assert len(abandoned) == 1, abandoned

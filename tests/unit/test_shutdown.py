@@ -37,21 +37,54 @@ async def never() -> None:
     await asyncio.get_running_loop().create_future()
 
 
-def test_the_deadline_is_shared_by_every_wait_of_the_stop() -> None:
-    async def run() -> tuple[bool, float, bool, float, bool]:
-        deadline = Deadline(0.2)
-        started = time.monotonic()
-        first = await deadline.wait(never)  # times out at the deadline
-        first_s = time.monotonic() - started
-        second = await deadline.wait(never)  # the deadline has passed: at once
-        second_s = time.monotonic() - started - first_s
-        done = await Deadline(5.0).wait(lambda: asyncio.sleep(0))
-        return first, first_s, second, second_s, done
+def test_before_the_stop_a_wait_is_not_bounded() -> None:
+    async def run() -> tuple[bool, object]:
+        deadline = Deadline(0.01)
 
-    first, first_s, second, second_s, done = asyncio.run(run())
-    assert first is False and 0.15 <= first_s < 1.0
-    assert second is False and second_s < 0.1
-    assert done is True
+        async def slow() -> str:
+            await asyncio.sleep(0.1)  # ten times the deadline: it has not started
+            return "flushed"
+
+        return await deadline.within(slow)
+
+    assert asyncio.run(run()) == (True, "flushed")
+
+
+def test_every_wait_of_the_stop_ends_at_one_deadline_also_one_begun_before_it() -> None:
+    async def run() -> tuple[tuple[bool, object], float, tuple[bool, object], float]:
+        deadline = Deadline(0.2)
+        # a commit's flush that was already waiting for the broker when SIGTERM came
+        before = asyncio.ensure_future(deadline.within(never))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        deadline.start()
+        first = await before
+        first_s = time.monotonic() - started
+        second = await deadline.within(never)  # the deadline has passed: at once
+        second_s = time.monotonic() - started - first_s
+        return first, first_s, second, second_s
+
+    first, first_s, second, second_s = asyncio.run(run())
+    assert first == (False, None) and 0.15 <= first_s < 1.0
+    assert second == (False, None) and second_s < 0.1
+
+
+def test_a_wait_cancelled_from_outside_cancels_what_it_waits_for() -> None:
+    async def run() -> bool:
+        inner: list[asyncio.Task[None]] = []
+
+        async def call() -> None:
+            inner.append(asyncio.current_task())  # type: ignore[arg-type]
+            await never()
+
+        outer = asyncio.ensure_future(Deadline(5.0).within(call))
+        await asyncio.sleep(0.01)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        return inner[0].cancelled()
+
+    assert asyncio.run(run())
 
 
 def test_undelivered_batches_are_abandoned_and_every_wait_on_them_returns() -> None:
@@ -60,7 +93,9 @@ def test_undelivered_batches_are_abandoned_and_every_wait_on_them_returns() -> N
         futures = [await acc.add_message(TP, b"deal-%d" % i, b"v", timeout=1.0) for i in range(3)]
         assert undelivered(acc) == (3, 1)  # 3 records in one batch
         # the flush Faust runs at stop never ends: nothing delivers the batch
-        assert await Deadline(0.05).wait(acc.flush) is False
+        deadline = Deadline(0.05)
+        deadline.start()
+        assert await deadline.within(acc.flush) == (False, None)
 
         records, batches = abandon(acc, RecordsAbandoned("broker_unreachable"))
 
@@ -166,3 +201,49 @@ def test_faust_lines_about_abandoned_records_are_left_to_the_one_warning() -> No
 
     assert not drop.filter(record("_on_published error ... error RecordsAbandoned: stopping"))
     assert drop.filter(record("_on_published error ... error KafkaTimeoutError"))
+
+
+def test_settle_gives_a_close_its_grace_then_cancels_it() -> None:
+    async def run() -> tuple[bool, bool, float, bool]:
+        async def quick() -> None:
+            await asyncio.sleep(0)
+
+        fast = await shutdown.settle(quick(), grace_s=1.0)
+        hung = asyncio.ensure_future(never())
+        started = time.monotonic()
+        cut = await shutdown.settle(hung, grace_s=0.1)
+        return fast, cut, time.monotonic() - started, hung.cancelled()
+
+    fast, cut, took, cancelled = asyncio.run(run())
+    assert fast is True
+    assert cut is False and 0.1 <= took < 0.5 and cancelled
+
+
+def test_settle_passes_the_error_of_a_close_on() -> None:
+    async def failing() -> None:
+        raise ValueError("close failed")
+
+    with pytest.raises(ValueError, match="close failed"):
+        asyncio.run(shutdown.settle(failing(), grace_s=1.0))
+
+
+def test_a_consumer_whose_broker_never_answers_stops_after_the_grace() -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    class Frozen:
+        """A group coordinator whose LeaveGroup request the broker never answers."""
+
+        async def close(self) -> None:
+            await never()
+
+    assert shutdown.install_consumer_close_bound()
+
+    async def run() -> float:
+        consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")  # never started
+        consumer._coordinator = Frozen()
+        started = time.monotonic()
+        await asyncio.wait_for(consumer.stop(), 10.0)  # unbounded before: forever
+        return time.monotonic() - started
+
+    took = asyncio.run(run())
+    assert shutdown.CLOSE_GRACE_S <= took < shutdown.CLOSE_GRACE_S + 1.0
