@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 import faust
 import uvloop
 
-from agents import broker_health, fetch_loop, input_offsets, lag
+from agents import broker_health, fetch_loop, input_offsets, lag, shutdown
 from agents.all_deals import AllDeals
 from agents.batches import BATCH_MAX_EVENTS, Intake, fetched_batches
 from agents.changelog import DurableTable
@@ -425,7 +425,8 @@ def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] 
         sinks=[sink for sink in ERROR_SINKS if sink != "redis" or settings.redis_url],
     )
     # metadata backoff, the Kafka client log filter, salesops_broker_up and its probe
-    broker_health.install(worker.app, worker.metrics, settings.bootstrap_list)
+    health = broker_health.install(worker.app, worker.metrics, settings.bootstrap_list)
+    shutdown.install(worker.app, settings.shutdown_flush_timeout_s, lambda: health.up)
     if on_started:
         on_started(worker)
     faust_worker = faust.Worker(worker.app, loglevel=settings.log_level, redirect_stdouts=False)

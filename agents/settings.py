@@ -167,6 +167,12 @@ class Settings:
     webhook_template: str = _f("", "string.Template for the webhook body; empty = Slack-style default")
     webhook_retry_budget: int = _f(8, "Delivery attempts before an alert goes to the dead-letter topic")
     webhook_timeout_s: float = _f(10.0, "Timeout of one webhook request")
+    shutdown_flush_timeout_s: float = _f(
+        10.0,
+        "On SIGTERM, how long the worker waits for the broker to acknowledge what it produced "
+        "(and to commit); then it abandons the rest and stops (the input those records came "
+        "from was not committed: the next worker processes it again)",
+    )
     log_level: str = _f("INFO", "Log level")
 
     def __post_init__(self) -> None:
@@ -184,6 +190,8 @@ class Settings:
             raise SettingsError("SALESOPS_FORECAST_INTERVAL_S must be > 0")
         if self.forecast_window_days < 1:
             raise SettingsError("SALESOPS_FORECAST_WINDOW_DAYS must be >= 1")
+        if self.shutdown_flush_timeout_s < 0:
+            raise SettingsError("SALESOPS_SHUTDOWN_FLUSH_TIMEOUT_S must be >= 0")
         if self.anonymity_threshold < 1:
             raise SettingsError("SALESOPS_ANONYMITY_THRESHOLD must be >= 1")
 

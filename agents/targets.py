@@ -211,6 +211,7 @@ class TargetsService:
         self._lock = asyncio.Lock()  # one computation at a time, timer and requests alike
         self._last_done = 0.0  # monotonic end of the last run
         self._pool: ProcessPoolExecutor | None = None
+        self._stopped = False
         self.duration_s = 0.0
 
     # ------------------------------------------------------------------ wiring
@@ -226,6 +227,8 @@ class TargetsService:
         app.on_before_shutdown.connect(on_shutdown)
 
     def _process(self) -> ProcessPoolExecutor:
+        if self._stopped:
+            raise BrokenProcessPool("the worker is stopping")
         if self._pool is None:
             # spawn: a fork of the worker would copy its threads' locks mid-use
             self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
@@ -233,7 +236,10 @@ class TargetsService:
 
     def stop_process(self) -> None:
         """Stop the targets process now (a run in progress is abandoned: nothing of it
-        is kept, the next worker start computes again)."""
+        is kept, the next worker start computes again), for good: the timer still ticks
+        while the worker stops, and a process started then would hold the exit up until
+        its run ends (the interpreter waits for a process pool's running work)."""
+        self._stopped = True
         pool, self._pool = self._pool, None
         if pool is not None:
             processes = list((getattr(pool, "_processes", None) or {}).values())
@@ -290,7 +296,7 @@ class TargetsService:
 
     async def refresh(self) -> None:
         """Recompute everything from the current global deal state (module doc)."""
-        if not self.ready or self._lock.locked():
+        if not self.ready or self._lock.locked() or self._stopped:
             return
         now = self.worker.global_now_ms()
         if now <= 0:
@@ -311,7 +317,8 @@ class TargetsService:
             try:
                 self._took(await self._in_process(run_targets, job))
             except Exception:  # a bug must not stop the timer: logged, tried again next time
-                log.exception("targets_failed retry_next_interval=true")
+                if not self._stopped:  # else the run was stopped with the worker
+                    log.exception("targets_failed retry_next_interval=true")
                 return
             finally:
                 self._last_done = time.monotonic()

@@ -55,6 +55,7 @@ def test_values_are_converted_to_their_field_types() -> None:
         ("SALESOPS_FISCAL_YEAR_START_MONTH", "0", "1..12"),
         ("SALESOPS_FISCAL_YEAR_START_MONTH", "13", "1..12"),
         ("SALESOPS_WEBHOOK_HEADERS", "[1]", "not a JSON object"),
+        ("SALESOPS_SHUTDOWN_FLUSH_TIMEOUT_S", "-1", "SALESOPS_SHUTDOWN_FLUSH_TIMEOUT_S must be >= 0"),
     ],
 )
 def test_bad_values_name_the_variable(var: str, raw: str, message: str) -> None:

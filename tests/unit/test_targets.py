@@ -5,8 +5,10 @@ gauges), the API's period parameter, backtest cut-offs and ``salesops backtest``
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+from concurrent.futures.process import BrokenProcessPool
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -256,6 +258,16 @@ def test_records_encode_with_their_schemas_and_the_ledger_reads_back(tmp_path: P
     territory = records["attainment"]["2024-02:territory:emea"]
     assert territory["spread_cv"] == 0.0 and territory["reps"][0]["open"] == Decimal("1000.00")
     assert json.dumps(records["commission"], default=str)  # Redis-able: no datetime inside
+
+
+def test_no_targets_process_starts_once_the_worker_stops(tmp_path: Path) -> None:
+    # the targets timer still ticks while the worker stops; a process started then would
+    # hold the worker's exit up until its run ended
+    svc = service(tmp_path)
+    svc.stop_process()
+    with pytest.raises(BrokenProcessPool, match="stopping"):
+        asyncio.run(svc._in_process(len, []))
+    assert svc._pool is None
 
 
 def test_gauges_of_the_last_run(tmp_path: Path) -> None:
