@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -296,8 +296,9 @@ class SalesopsWorker:
             self.enps_latest = enps_alerts.recover(self.enps_latest, record)
 
     # ------------------------------------------------------------------ publication
-    async def _send(self, topic: str, key: bytes, value: bytes | None) -> None:
-        await self.app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+    async def _send(self, topic: str, key: bytes, value: bytes | None) -> Awaitable[Any]:
+        """Enqueue one record; returns its delivery (the broker's acknowledgement)."""
+        return await self.app.producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
 
     def deal_partial(self, p: int, part: DealPartition) -> dict[str, Any]:
         return {

@@ -232,14 +232,21 @@ ROW = {
 }
 
 
+async def delivered(error: Exception | None = None) -> None:
+    """A record's delivery: acknowledged, or failed with ``error``."""
+    if error is not None:
+        raise error
+
+
 def test_a_failed_send_is_retried_at_the_next_flush_without_resending_what_went_out() -> None:
     sent: list[tuple[str, bytes]] = []
     fail_at = {"stage:b"}
 
-    async def send(topic: str, key: bytes, value: bytes | None) -> None:
+    async def send(topic: str, key: bytes, value: bytes | None) -> Any:
         if key.decode() in fail_at:
             raise RuntimeError("MessageSizeTooLargeError")
         sent.append((topic, key))
+        return delivered()
 
     sink = AggregateTopicSink(send, view_codecs(), lambda view: f"out.{view}")
     rows = {k: {**ROW, "value_of": k} for k in ("stage:a", "stage:b", "stage:c")}
@@ -254,11 +261,44 @@ def test_a_failed_send_is_retried_at_the_next_flush_without_resending_what_went_
     assert sent[1:] == [("out.pipeline", b"stage:b"), ("out.pipeline", b"stage:c")]
 
 
+def test_a_row_counts_as_published_only_once_its_delivery_is_acknowledged() -> None:
+    """A send the producer accepted but whose delivery failed later (a batch it gave up
+    on, a record abandoned at a stop) is sent again at the next flush, tombstones too."""
+    sent: list[tuple[bytes, bool]] = []
+    lost = {"stage:b", "stage:c"}
+
+    async def send(topic: str, key: bytes, value: bytes | None) -> Any:
+        sent.append((key, value is None))
+        return delivered(RuntimeError("KafkaTimeoutError") if key.decode() in lost else None)
+
+    sink = AggregateTopicSink(send, view_codecs(), lambda view: f"out.{view}")
+    rows = {k: {**ROW, "value_of": k} for k in ("stage:a", "stage:b", "stage:c")}
+    sink.add(ViewRows("pipeline", T0, rows))
+    with pytest.raises(SinkUnavailable, match=r"out\.pipeline failed: KafkaTimeoutError"):
+        asyncio.run(sink.flush())
+    assert sent == [(b"stage:a", False), (b"stage:b", False), (b"stage:c", False)]
+    # stage:c disappears meanwhile: its row never reached the topic, so no tombstone is owed
+    lost.clear()
+    sink.add(ViewRows("pipeline", T0, {k: rows[k] for k in ("stage:a", "stage:b")}))
+    assert asyncio.run(sink.flush()) == 1
+    assert sent[3:] == [(b"stage:b", False)]
+    # stage:b disappears and its tombstone is lost once: it is sent again
+    lost.add("stage:b")
+    sink.add(ViewRows("pipeline", T0, {"stage:a": rows["stage:a"]}))
+    with pytest.raises(SinkUnavailable):
+        asyncio.run(sink.flush())
+    lost.clear()
+    sink.add(ViewRows("pipeline", T0, {"stage:a": rows["stage:a"]}))
+    assert asyncio.run(sink.flush()) == 1
+    assert sent[4:] == [(b"stage:b", True), (b"stage:b", True)]
+
+
 def test_a_row_the_schema_cannot_hold_is_skipped_and_the_rest_goes_out() -> None:
     sent: list[bytes] = []
 
-    async def send(topic: str, key: bytes, value: bytes | None) -> None:
+    async def send(topic: str, key: bytes, value: bytes | None) -> Any:
         sent.append(key)
+        return delivered()
 
     sink = AggregateTopicSink(send, view_codecs(), lambda view: f"out.{view}")
     # decimal(38,2) holds 36 integer digits: 10**36 does not fit
