@@ -23,6 +23,7 @@ the slowest or an idle partition forever.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -39,6 +40,7 @@ from agents.all_deals import AllDeals
 from agents.batches import BATCH_MAX_EVENTS, Intake, fetched_batches
 from agents.changelog import DurableTable
 from agents.deal_handler import DealHandler
+from agents.followers import held_keys
 from agents.outputs import Publisher, Snapshot, set_worker_gauges, view_codecs
 from agents.partials import PartialBook, PartialExchange, PartialsReader, merge_deal_partials, partition_for
 from agents.records import TableLedger
@@ -84,6 +86,7 @@ class SalesopsWorker:
         self.enps_latest: enps_alerts.Alerts = {}
         self._gauged_partitions: frozenset[int] = frozenset()
         self._published_version = -1
+        self._publishing = False  # owns deal partition 0: the worker that publishes
         self._published_at = 0.0
         (Path(s.data_dir) / s.app_id).mkdir(parents=True, exist_ok=True)
         host = "127.0.0.1" if s.web_host in ("0.0.0.0", "") else s.web_host
@@ -130,7 +133,10 @@ class SalesopsWorker:
         self.all_deals = AllDeals(s)
         self.targets = TargetsService(self)
         self._define()
-        sinks: list[Sink] = [AggregateTopicSink(self._send, view_codecs(), s.topic)]
+        # before its first publication to an aggregate topic, the sink reads which keys the
+        # topic holds, so rows an earlier publisher wrote that are gone now get tombstones
+        held = functools.partial(held_keys, s)
+        sinks: list[Sink] = [AggregateTopicSink(self._send, view_codecs(), s.topic, existing=held)]
         if s.redis_url:
             sinks.append(RedisSnapshotSink(s.redis_url.value, s.redis_prefix))
         self.publisher = Publisher(self.metrics, sinks)
@@ -352,6 +358,9 @@ class SalesopsWorker:
             own = [self.book.latest[f"deals:{p}"] for p in owned if f"deals:{p}" in self.book.latest]
             firing = [a for part in partitions.values() for a in part.firing.values()]
             set_worker_gauges(self.metrics, [o["views"] for o in own], firing, self.rates.reporting_currency)
+        if self._publishing and 0 not in partitions:
+            self.publisher.forget()  # another worker publishes now (sinks/aggregate_topics.py)
+        self._publishing = 0 in partitions
         if 0 in partitions and self.reader_caught_up:
             stale = time.monotonic() - self._published_at > REPUBLISH_S
             if self.book.version != self._published_version or stale:

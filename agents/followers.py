@@ -8,12 +8,14 @@ to exist, backs retriable errors and request timeouts off with
 :data:`agents.broker_health.RETRY_BACKOFF` instead of ending the task (that would stop
 the worker) -- in its start too: a broker outage can begin while a follower starts --
 and reports *caught up* once every position reached the end offsets measured at start --
-an empty fetch alone proves nothing (the broker may be unreachable).
+an empty fetch alone proves nothing (the broker may be unreachable).  :func:`held_keys`
+reads a compacted topic once, to the end, for the keys it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 Record = Callable[[bytes, bytes | None], None]
 T = TypeVar("T")
+HELD_KEYS_TIMEOUT_S = 30.0
 
 
 async def follow_topic(
@@ -63,6 +66,29 @@ async def follow_topic(
                 on_caught_up()
     finally:
         await consumer.stop()
+
+
+async def held_keys(settings: Settings, topic: str, timeout_s: float = HELD_KEYS_TIMEOUT_S) -> set[bytes]:
+    """The keys ``topic`` holds now: those whose latest record is not a tombstone.  Reads
+    the topic from the beginning to the end offsets measured at start (:func:`follow_topic`)
+    and stops; ``TimeoutError`` after ``timeout_s`` (the broker is away)."""
+    keys: set[bytes] = set()
+    caught_up = asyncio.Event()
+
+    def on_record(key: bytes, value: bytes | None) -> None:
+        if value is None:
+            keys.discard(key)
+        else:
+            keys.add(key)
+
+    reading = asyncio.create_task(follow_topic(settings, topic, on_record, caught_up.set, "held_keys"))
+    try:
+        await asyncio.wait_for(caught_up.wait(), timeout_s)
+    finally:
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+    return keys
 
 
 def _transient(exc: KafkaError) -> bool:

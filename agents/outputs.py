@@ -372,6 +372,12 @@ class Publisher:
         self.metrics = metrics
         self.sinks = sinks
 
+    def forget(self) -> None:
+        """This worker stopped publishing: the sinks drop what they know of earlier
+        publications (``Sink.forget``)."""
+        for sink in self.sinks:
+            sink.forget()
+
     async def publish(
         self, snap: Snapshot, extra: dict[str, dict[str, dict[str, Any]]] | None = None
     ) -> bool:

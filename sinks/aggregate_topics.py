@@ -15,10 +15,20 @@ refused send stops the flush (the broker is likely unreachable: the other topics
 too); a row its schema cannot hold is skipped and the rest of the batch still goes out.
 Either way :meth:`flush` ends with :class:`SinkUnavailable` naming what failed, and the
 caller counts it and retries.
+
+**What a topic already holds.**  Which rows are on a topic is known from what this sink
+acknowledged, and a publisher that just started (a restart, or partition 0 moving to
+another worker) has acknowledged nothing: a row an earlier publisher wrote that is gone
+from the views now would never get its tombstone and stay on the compacted topic.  So
+before its first flush to a topic the sink reads the keys the topic holds (``existing``)
+and counts them as published with unknown content: the first flush rewrites every current
+row and sends a tombstone for every other key.  :meth:`forget` (the worker stopped
+publishing) drops what it knows, so a later return to publishing reads the topics again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,6 +38,10 @@ from sinks.base import Sink, SinkError, SinkUnavailable, ViewRows
 
 #: ``await send(topic, key, value)`` enqueues a record and returns its delivery
 Send = Callable[[str, bytes, bytes | None], Awaitable[Awaitable[Any]]]
+#: ``await existing(topic)``: the keys the topic holds now (its latest record not a tombstone)
+Existing = Callable[[str], Awaitable[set[bytes]]]
+#: the fingerprint of a row read from the topic: differs from every real one
+UNKNOWN = ""
 
 
 class AggregateTopicSink(Sink):
@@ -36,8 +50,15 @@ class AggregateTopicSink(Sink):
 
     name = "aggregate-topics"
 
-    def __init__(self, send: Send, codecs: dict[str, Codec], topic_of: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        send: Send,
+        codecs: dict[str, Codec],
+        topic_of: Callable[[str], str],
+        existing: Existing | None = None,
+    ) -> None:
         self._send = send
+        self._existing = existing
         self._codecs = codecs
         self._topic_of = topic_of
         self._published: dict[str, dict[str, str]] = {}
@@ -59,18 +80,41 @@ class AggregateTopicSink(Sink):
         how many records were acknowledged."""
         sent = 0
         unencodable: list[str] = []
+        await self._learn(list(self._pending))
         for topic, (codec, as_of, rows) in list(self._pending.items()):
             sent += await self._flush_topic(topic, codec, as_of, rows, unencodable)
         if unencodable:
             raise SinkUnavailable("rows the schema cannot hold: " + "; ".join(unencodable))
         return sent
 
+    def forget(self) -> None:
+        self._published.clear()
+
+    async def _learn(self, topics: list[str]) -> None:
+        """Count the keys each of ``topics`` holds as published (module doc); the topics
+        are read concurrently, and one that cannot be read is asked again next flush."""
+        unknown = [t for t in topics if t not in self._published]
+        if not unknown:
+            return
+        if self._existing is None:
+            self._published.update((t, {}) for t in unknown)
+            return
+        found = await asyncio.gather(*(self._existing(t) for t in unknown), return_exceptions=True)
+        failed = []
+        for topic, held in zip(unknown, found, strict=True):
+            if isinstance(held, BaseException):  # a broker outage, a timeout
+                failed.append(f"{topic}: {type(held).__name__}: {held}".rstrip(": "))
+            else:
+                self._published[topic] = {k.decode(errors="replace"): UNKNOWN for k in held}
+        if failed:
+            raise SinkUnavailable("cannot read which keys these topics hold: " + "; ".join(failed))
+
     async def _flush_topic(
         self, topic: str, codec: Codec, as_of: int, rows: dict[str, dict[str, Any]], unencodable: list[str]
     ) -> int:
         """One topic's share of :meth:`flush`; rows its schema cannot hold are added to
         ``unencodable`` and the topic stays pending."""
-        published = self._published.setdefault(topic, {})
+        published = self._published[topic]
         now = {k: json.dumps(v, sort_keys=True, default=str) for k, v in rows.items()}
         changes: list[tuple[str, str | None]] = [
             (key, fingerprint) for key, fingerprint in now.items() if published.get(key) != fingerprint

@@ -59,6 +59,10 @@ class Sink(abc.ABC):
     async def flush(self) -> Any:
         """Write everything buffered in one batch; raise :class:`SinkUnavailable` to retry."""
 
+    def forget(self) -> None:  # noqa: B027 - optional hook
+        """This worker stopped publishing (another worker publishes now): drop what the
+        sink remembers of earlier publications, which may no longer be what is written."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

@@ -293,6 +293,66 @@ def test_a_row_counts_as_published_only_once_its_delivery_is_acknowledged() -> N
     assert sent[4:] == [(b"stage:b", True), (b"stage:b", True)]
 
 
+def test_a_new_publisher_tombstones_the_rows_an_earlier_one_left_on_the_topic() -> None:
+    """Before its first flush to a topic the sink reads the keys the topic holds: each is
+    rewritten when it is still a row, tombstoned when it is not; after ``forget`` (another
+    worker published meanwhile) it reads them again."""
+    sent: list[tuple[str, bool]] = []
+    held = {"out.pipeline": {b"stage:a", b"stage:gone"}}
+    reads: list[str] = []
+
+    async def send(topic: str, key: bytes, value: bytes | None) -> Any:
+        sent.append((key.decode(), value is None))
+        return delivered()
+
+    async def existing(topic: str) -> set[bytes]:
+        reads.append(topic)
+        return set(held.get(topic, set()))
+
+    sink = AggregateTopicSink(send, view_codecs(), lambda view: f"out.{view}", existing=existing)
+    rows = {k: {**ROW, "value_of": k} for k in ("stage:a", "stage:b")}
+    sink.add(ViewRows("pipeline", T0, rows))
+    assert asyncio.run(sink.flush()) == 3
+    assert sorted(sent) == [("stage:a", False), ("stage:b", False), ("stage:gone", True)]
+    assert reads == ["out.pipeline"]
+    # known now: the same rows again send nothing and read nothing
+    sink.add(ViewRows("pipeline", T0, rows))
+    assert asyncio.run(sink.flush()) == 0 and reads == ["out.pipeline"]
+    # another worker published meanwhile and left stage:x; this one publishes again
+    sink.forget()
+    held["out.pipeline"] = {b"stage:a", b"stage:b", b"stage:x"}
+    sent.clear()
+    sink.add(ViewRows("pipeline", T0, rows))
+    assert asyncio.run(sink.flush()) == 3
+    assert sorted(sent) == [("stage:a", False), ("stage:b", False), ("stage:x", True)]
+
+
+def test_keys_that_cannot_be_read_are_retried_and_nothing_is_sent_meanwhile() -> None:
+    sent: list[str] = []
+    broker_up = False
+
+    async def send(topic: str, key: bytes, value: bytes | None) -> Any:
+        sent.append(key.decode())
+        return delivered()
+
+    async def existing(topic: str) -> set[bytes]:
+        if not broker_up:
+            raise TimeoutError()
+        return {b"stage:gone"}
+
+    sink = AggregateTopicSink(send, view_codecs(), lambda view: f"out.{view}", existing=existing)
+    sink.add(ViewRows("pipeline", T0, {"stage:a": ROW}))
+    with pytest.raises(
+        SinkUnavailable, match=r"cannot read which keys these topics hold: out\.pipeline: TimeoutError"
+    ):
+        asyncio.run(sink.flush())
+    assert sent == []
+    broker_up = True
+    sink.add(ViewRows("pipeline", T0, {"stage:a": ROW}))
+    assert asyncio.run(sink.flush()) == 2
+    assert sorted(sent) == ["stage:a", "stage:gone"]
+
+
 def test_a_row_the_schema_cannot_hold_is_skipped_and_the_rest_goes_out() -> None:
     sent: list[bytes] = []
 
