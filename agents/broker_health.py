@@ -28,7 +28,6 @@ Its result drives ``salesops_broker_up`` and ``salesops_broker_disconnects_total
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
 import threading
@@ -37,6 +36,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from agents.client_patches import Method, wrap_coroutine_method
 
 log = logging.getLogger(__name__)
 
@@ -83,25 +84,18 @@ def install_metadata_backoff(backoff: Backoff = METADATA_BACKOFF) -> bool:
     """
     from aiokafka.client import AIOKafkaClient
 
-    original = getattr(AIOKafkaClient, "_metadata_update", None)
-    if original is None or not asyncio.iscoroutinefunction(original):
-        log.warning("metadata_backoff=unavailable reason=aiokafka_without__metadata_update")
-        return False
-    if getattr(original, "salesops_paced", False):
-        return True
+    def wrap(original: Method) -> Method:
+        async def paced(self: Any, cluster_metadata: Any, topics: Any) -> Any:
+            failures = getattr(self, "_salesops_metadata_failures", 0)
+            if failures:
+                await asyncio.sleep(backoff.delay(failures))
+            ok = await original(self, cluster_metadata, topics)
+            self._salesops_metadata_failures = 0 if ok else failures + 1
+            return ok
 
-    @functools.wraps(original)
-    async def paced(self: Any, cluster_metadata: Any, topics: Any) -> Any:
-        failures = getattr(self, "_salesops_metadata_failures", 0)
-        if failures:
-            await asyncio.sleep(backoff.delay(failures))
-        ok = await original(self, cluster_metadata, topics)
-        self._salesops_metadata_failures = 0 if ok else failures + 1
-        return ok
+        return paced
 
-    paced.salesops_paced = True  # type: ignore[attr-defined]
-    AIOKafkaClient._metadata_update = paced
-    return True
+    return wrap_coroutine_method(AIOKafkaClient, "_metadata_update", wrap, "metadata_backoff")
 
 
 def _iso(epoch_s: float) -> str:

@@ -51,12 +51,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError
+
+from agents.client_patches import Method, wrap_coroutine_method
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,18 +152,14 @@ def install_consumer_close_bound(grace_s: float = CLOSE_GRACE_S) -> bool:
     stop is cancelled; the process closes the connections."""
     from aiokafka import AIOKafkaConsumer
 
-    original = AIOKafkaConsumer.stop
-    if getattr(original, "salesops_bounded", False):
-        return True
+    def wrap(original: Method) -> Method:
+        async def stop(self: Any) -> None:
+            if not await settle(original(self), grace_s):
+                log.info("consumer_close_cut grace_s=%g (the broker does not answer)", grace_s)
 
-    @functools.wraps(original)
-    async def stop(self: Any) -> None:
-        if not await settle(original(self), grace_s):
-            log.info("consumer_close_cut grace_s=%g (the broker does not answer)", grace_s)
+        return stop
 
-    stop.salesops_bounded = True  # type: ignore[attr-defined]
-    AIOKafkaConsumer.stop = stop
-    return True
+    return wrap_coroutine_method(AIOKafkaConsumer, "stop", wrap, "consumer_close_bound")
 
 
 def install_fetcher_close_fix() -> bool:
@@ -180,25 +177,18 @@ def install_fetcher_close_fix() -> bool:
     """
     from aiokafka.consumer.fetcher import Fetcher
 
-    original = getattr(Fetcher, "_proc_fetch_request", None)
-    if original is None or not asyncio.iscoroutinefunction(original):
-        log.warning("fetcher_close_fix=unavailable reason=aiokafka_without__proc_fetch_request")
-        return False
-    if getattr(original, "salesops_close_fix", False):
-        return True
+    def wrap(original: Method) -> Method:
+        async def proc_fetch_request(self: Any, *args: Any) -> Any:
+            try:
+                return await original(self, *args)
+            except asyncio.CancelledError:
+                if not self._closed:
+                    raise
+                return False
 
-    @functools.wraps(original)
-    async def proc_fetch_request(self: Any, *args: Any) -> Any:
-        try:
-            return await original(self, *args)
-        except asyncio.CancelledError:
-            if not self._closed:
-                raise
-            return False
+        return proc_fetch_request
 
-    proc_fetch_request.salesops_close_fix = True  # type: ignore[attr-defined]
-    Fetcher._proc_fetch_request = proc_fetch_request
-    return True
+    return wrap_coroutine_method(Fetcher, "_proc_fetch_request", wrap, "fetcher_close_fix")
 
 
 class _DropAbandoned(logging.Filter):
