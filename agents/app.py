@@ -86,7 +86,6 @@ class SalesopsWorker:
         self.enps_latest: enps_alerts.Alerts = {}
         self._gauged_partitions: frozenset[int] = frozenset()
         self._published_version = -1
-        self._publishing = False  # owns deal partition 0: the worker that publishes
         self._published_at = 0.0
         (Path(s.data_dir) / s.app_id).mkdir(parents=True, exist_ok=True)
         host = "127.0.0.1" if s.web_host in ("0.0.0.0", "") else s.web_host
@@ -342,6 +341,9 @@ class SalesopsWorker:
         partitions = self.partitions
         owned = frozenset(partitions)
         deals_changed = owned != self._gauged_partitions
+        if 0 in self._gauged_partitions and 0 not in owned:
+            # the last pass published (deal partition 0), another worker does now
+            self.publisher.forget()  # sinks/aggregate_topics.py
         for p, part in list(partitions.items()):
             if part.dirty:
                 deals_changed = True
@@ -358,9 +360,6 @@ class SalesopsWorker:
             own = [self.book.latest[f"deals:{p}"] for p in owned if f"deals:{p}" in self.book.latest]
             firing = [a for part in partitions.values() for a in part.firing.values()]
             set_worker_gauges(self.metrics, [o["views"] for o in own], firing, self.rates.reporting_currency)
-        if self._publishing and 0 not in partitions:
-            self.publisher.forget()  # another worker publishes now (sinks/aggregate_topics.py)
-        self._publishing = 0 in partitions
         if 0 in partitions and self.reader_caught_up:
             stale = time.monotonic() - self._published_at > REPUBLISH_S
             if self.book.version != self._published_version or stale:
