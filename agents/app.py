@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -415,6 +416,26 @@ class HighestWatermark:
         return max((p.get("watermark", 0) for p in self.book.parts("deals")), default=0)
 
 
+# Python's cyclic garbage collector with its default thresholds (700, 10, 10) took 5-6 s
+# of a 200,000-event backfill of about 40 s (timed with gc.callbacks): the worker creates
+# and drops container objects (events, observations, view keys) at a high rate while
+# holding many long-lived ones (views, stall index, Faust's own), so collections of the
+# older generations, which traverse all of them, came often.  With the young generation
+# collected every GC_THRESHOLDS[0] allocations and the objects of the started worker
+# frozen (gc.freeze: never traversed again), the same backfill ran at 5,054-6,609 ev/s
+# against 4,542-5,196 ev/s (README, Benchmarks).  Reference cycles are still collected,
+# just in larger steps: at most a few MB of unreachable cycles wait for their collection.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_garbage_collector() -> None:
+    """Freeze what exists now (modules, the app, its configuration) and set
+    :data:`GC_THRESHOLDS`; called once, just before the worker starts."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] | None = None) -> int:
     """``salesops worker``: create topics, then run until SIGTERM/SIGINT (graceful)."""
     from agents.kafka_io import BrokerUnavailable
@@ -438,6 +459,7 @@ def run_worker(settings: Settings, on_started: Callable[[SalesopsWorker], None] 
     shutdown.install(worker.app, settings.shutdown_flush_timeout_s, lambda: health.up)
     if on_started:
         on_started(worker)
+    tune_garbage_collector()
     faust_worker = faust.Worker(worker.app, loglevel=settings.log_level, redirect_stdouts=False)
     faust_worker.execute_from_commandline()
     return 0

@@ -64,7 +64,7 @@ class DealHandler:
         return part
 
     def stored_deal(self, deal_id: str) -> StoredDeal | None:
-        raw = self.table.get(deal_id.encode())
+        raw = self.store.get(deal_id.encode())
         if not raw:
             return None
         rec = DealRecord.from_bytes(raw)

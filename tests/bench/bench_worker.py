@@ -529,12 +529,18 @@ def phase_baselines(report: Report, names: Names, n: int, work_n: int) -> float:
 
 
 def phase_worker(
-    report: Report, names: Names, n: int, logs: Path, budget_s: float, runs: int = 1
+    report: Report, names: Names, n: int, logs: Path, budget_s: float, runs: int = 1, warmup: int = 0
 ) -> float | None:
     """``runs`` workers one after the other on the same topic, each from the beginning in
     a consumer group (and changelog) of its own; the headline is their median.  On this
     machine one run's rate moves by up to 20 % from the next one's (same data, same code):
-    one figure is an anecdote."""
+    one figure is an anecdote.
+
+    First a warm-up worker over the first ``warmup`` events, reported but not counted: the
+    bench broker is a fresh JVM (deploy/local/run-bench.sh), and the first worker run
+    against it was measured 10-30 % slower than the next ones while the broker's JIT
+    compiled its produce path (a long-running broker is warm)."""
+    warm = _worker_run(names, min(warmup, n), logs, budget_s, "warmup", runs) if warmup else None
     results = [_worker_run(names, n, logs, budget_s, i, runs) for i in range(runs)]
     rates = [r["sustained_rate"] for r in results if r["sustained_rate"]]
     rate = statistics.median(rates) if rates else None
@@ -543,6 +549,7 @@ def phase_worker(
         "events": n,
         "budget_s": budget_s,
         "runs": results,
+        "warmup": warm,
     }
     each = ", ".join(
         f"{r['sustained_rate'] or 0:,.0f} ev/s ({r['done']}, {r['cpu_cores_used'] or 0:.2f} cores, "
@@ -550,6 +557,8 @@ def phase_worker(
         for r in results
     )
     what = f"median of {runs} runs" if runs > 1 else "one run"
+    if warm is not None:
+        what += f" after an uncounted warm-up run over the first {min(warmup, n):,} events"
     report.add(
         Row(
             "end to end, one worker (events/s)",
@@ -565,9 +574,12 @@ def phase_worker(
     return float(rate) if rate else None
 
 
-def _worker_run(names: Names, n: int, logs: Path, budget_s: float, i: int, runs: int) -> dict[str, Any]:
-    run = {} if runs == 1 else {"SALESOPS_APP_ID": f"{names.uid}-run{i}", "log_name": f"{names.uid}-run{i}"}
-    run |= {"SALESOPS_OUTPUT_TOPIC_PREFIX": f"{names.uid}.out.run{i}."} if runs > 1 else {}
+def _worker_run(names: Names, n: int, logs: Path, budget_s: float, i: int | str, runs: int) -> dict[str, Any]:
+    """One worker over the first ``n`` events of the topic; ``i`` names the run (its own
+    consumer group and output topics when there is more than one run)."""
+    own = runs > 1 or not isinstance(i, int)
+    run = {"SALESOPS_APP_ID": f"{names.uid}-run{i}", "log_name": f"{names.uid}-run{i}"} if own else {}
+    run |= {"SALESOPS_OUTPUT_TOPIC_PREFIX": f"{names.uid}.out.run{i}."} if own else {}
     # A four-month backfill is a replay: stall detection on event time (the documented
     # replay setting), so only visits that really stalled raise checks and alerts.
     with BenchWorker(names, logs, SALESOPS_CLOCK="watermark", **run) as w:
@@ -579,8 +591,8 @@ def _worker_run(names: Names, n: int, logs: Path, budget_s: float, i: int, runs:
     s = prog.summary()
     done = "all" if s["counted"] >= n else f"{s['counted']:,.0f} of {n:,} in the {budget_s:.0f} s budget"
     log.info(
-        "worker run %d/%d: %.0f ev/s (%s), %.2f cores",
-        i + 1,
+        "worker run %s/%d: %.0f ev/s (%s), %.2f cores",
+        i + 1 if isinstance(i, int) else i,
         runs,
         s["sustained_rate"] or 0,
         done,
@@ -1128,7 +1140,9 @@ def run(args: argparse.Namespace) -> Report:
         step("baseline", lambda: phase_baselines(report, names, len(data), work_n))
         worker_rate = step(
             "worker",
-            lambda: phase_worker(report, names, len(data), logs, args.worker_seconds, args.worker_runs),
+            lambda: phase_worker(
+                report, names, len(data), logs, args.worker_seconds, args.worker_runs, args.worker_warmup
+            ),
         )
         step("naive", lambda: phase_naive(report, names, len(data), logs, args.naive_seconds, worker_rate))
         step("in-process", lambda: phase_in_process(report, data[:work_n], args.profile_events))
@@ -1249,6 +1263,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "profile; worker and naive need produce",
     )
     add("--worker-runs", type=int, help="end-to-end worker runs, the median reported (default 3; --quick 1)")
+    add(
+        "--worker-warmup",
+        type=int,
+        help="events of the uncounted warm-up worker run before them (default 20000; --quick 5000; 0: none)",
+    )
     add("--keep-topics", action="store_true", help="keep this run's bench-* topics")
     add("--output", type=Path, default=RESULTS_DIR / "latest.json")
     args = parser.parse_args(argv)
@@ -1257,6 +1276,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "events": (20_000, 200_000),
         "worker_seconds": (60.0, 180.0),
         "worker_runs": (1, 3),
+        "worker_warmup": (5_000, 20_000),
         "naive_seconds": (45.0, 120.0),
         "latency_seconds": (5.0, 20.0),
         "memory_deals": (20_000, 100_000),
