@@ -58,7 +58,7 @@ format: install ## apply ruff format and autofixes
 	$(VENV)/bin/ruff format streams schemas agents sinks tests
 	$(VENV)/bin/ruff check --fix streams schemas agents sinks tests
 
-bench: install ## worker benchmarks against the local stack (~30 min; BENCH_ARGS=--quick: ~5 min)
+bench: install ## worker benchmarks against a broker of their own (~15 min; BENCH_ARGS=--quick: ~5 min)
 	@bash deploy/local/run-bench.sh $(BENCH_ARGS)
 
 clean: down ## stop the stack and remove local state (.local)

@@ -14,7 +14,7 @@
 #
 #   SALESOPS_BENCH_KAFKA_PORT             the bench broker's listener            (19392)
 #   SALESOPS_BENCH_KAFKA_CONTROLLER_PORT  its KRaft controller listener          (19393)
-#   SALESOPS_KAFKA_BOOTSTRAP              set it to bench another, running broker instead
+#   SALESOPS_BENCH_BOOTSTRAP              bench this running broker instead (host:port)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
@@ -25,7 +25,10 @@ if [[ ! -x "$PY" ]] || ! "$PY" -c 'import faust, aiokafka, fastavro' 2>/dev/null
   make install
 fi
 
-if [[ -z "${SALESOPS_KAFKA_BOOTSTRAP:-}" ]]; then
+# (not SALESOPS_KAFKA_BOOTSTRAP: the Makefile exports it with the local stack's address)
+if [[ -n "${SALESOPS_BENCH_BOOTSTRAP:-}" ]]; then
+  export SALESOPS_KAFKA_BOOTSTRAP="$SALESOPS_BENCH_BOOTSTRAP"
+else
   port="${SALESOPS_BENCH_KAFKA_PORT:-19392}"
   export SALESOPS_LOCAL_DIR="$ROOT/.local/bench" SALESOPS_LOCAL_KAFKA_PORT="$port"
   export SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT="${SALESOPS_BENCH_KAFKA_CONTROLLER_PORT:-19393}"
