@@ -14,6 +14,7 @@
 #
 #   SALESOPS_BENCH_KAFKA_PORT             the bench broker's listener            (19392)
 #   SALESOPS_BENCH_KAFKA_CONTROLLER_PORT  its KRaft controller listener          (19393)
+#   SALESOPS_BENCH_DIR                    the bench broker's state, deleted at exit (<repo>/.local/bench)
 #   SALESOPS_BENCH_BOOTSTRAP              bench this running broker instead (host:port)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -30,9 +31,17 @@ if [[ -n "${SALESOPS_BENCH_BOOTSTRAP:-}" ]]; then
   export SALESOPS_KAFKA_BOOTSTRAP="$SALESOPS_BENCH_BOOTSTRAP"
 else
   port="${SALESOPS_BENCH_KAFKA_PORT:-19392}"
-  export SALESOPS_LOCAL_DIR="$ROOT/.local/bench" SALESOPS_LOCAL_KAFKA_PORT="$port"
+  export SALESOPS_LOCAL_DIR="${SALESOPS_BENCH_DIR:-$ROOT/.local/bench}" SALESOPS_LOCAL_KAFKA_PORT="$port"
   export SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT="${SALESOPS_BENCH_KAFKA_CONTROLLER_PORT:-19393}"
   bash "$STACK" kafka-down >/dev/null 2>&1 || true # a broker left by an interrupted run
+  for p in "$SALESOPS_LOCAL_KAFKA_PORT" "$SALESOPS_LOCAL_KAFKA_CONTROLLER_PORT"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "run-bench: port $p is in use; choose free ports with SALESOPS_BENCH_KAFKA_PORT /" \
+        "SALESOPS_BENCH_KAFKA_CONTROLLER_PORT, or bench a running broker with SALESOPS_BENCH_BOOTSTRAP" >&2
+      rm -rf "$SALESOPS_LOCAL_DIR"
+      exit 2
+    fi
+  done
   rm -rf "$SALESOPS_LOCAL_DIR"
   cleanup() {
     bash "$STACK" kafka-down || true

@@ -125,3 +125,32 @@ def test_no_pipefail_script_pipes_into_a_reader_that_stops_early() -> None:
         if not line.lstrip().startswith("#") and _EARLY_READER.search(line)
     ]
     assert offending == [], "capture the output first, then match it:\n" + "\n".join(offending)
+
+
+def test_the_bench_refuses_a_port_in_use_and_names_the_settings_that_move_it(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    with socket.socket() as taken, socket.socket() as spare:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        spare.bind(("127.0.0.1", 0))
+        controller = spare.getsockname()[1]  # free once closed below
+        spare.close()
+        env = {k: v for k, v in os.environ.items() if k != "SALESOPS_BENCH_BOOTSTRAP"}
+        env |= {
+            "SALESOPS_BENCH_KAFKA_PORT": str(port),
+            "SALESOPS_BENCH_KAFKA_CONTROLLER_PORT": str(controller),
+            "SALESOPS_BENCH_DIR": str(tmp_path / "bench"),  # not a bench that may be running
+        }
+        done = subprocess.run(
+            ["bash", str(ROOT / "deploy" / "local" / "run-bench.sh"), "--quick"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"port {port} is in use" in done.stderr
+    assert "SALESOPS_BENCH_KAFKA_PORT" in done.stderr and "SALESOPS_BENCH_BOOTSTRAP" in done.stderr
