@@ -152,5 +152,5 @@ def test_the_bench_refuses_a_port_in_use_and_names_the_settings_that_move_it(tmp
             timeout=120,
         )
     assert done.returncode == 2, done.stdout + done.stderr
-    assert f"port {port} is in use" in done.stderr
+    assert f"port {port} is already in use" in done.stderr
     assert "SALESOPS_BENCH_KAFKA_PORT" in done.stderr and "SALESOPS_BENCH_BOOTSTRAP" in done.stderr
